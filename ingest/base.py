@@ -111,3 +111,8 @@ class VenueAdapter(ABC):
 
     def reset_connection_state(self, connection: str) -> None:
         """Called by the driver when a connection is replaced; drop per-connection protocol state."""
+
+    def replay_replies(self, client_message: str) -> list[str]:
+        """The replay server's side of the protocol: what the venue would answer to a client message
+        (subscribe acks, pongs). Lets ``flushwatch replay`` speak each venue's protocol."""
+        return []

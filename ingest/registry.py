@@ -1,0 +1,20 @@
+"""Venue name -> adapter class. The config selects venues by these names; no entry-point magic."""
+
+from __future__ import annotations
+
+from flushwatch.config import Config
+from ingest.base import VenueAdapter
+from ingest.binance import BinanceUsdmAdapter
+
+__all__ = ["ADAPTERS", "create_adapter"]
+
+ADAPTERS: dict[str, type[VenueAdapter]] = {
+    BinanceUsdmAdapter.venue: BinanceUsdmAdapter,
+}
+
+
+def create_adapter(venue: str, config: Config) -> VenueAdapter:
+    """Build the adapter for ``venue`` from its config section; raises KeyError for an unknown venue."""
+    if venue == BinanceUsdmAdapter.venue:
+        return BinanceUsdmAdapter.from_config(config.venues.binance)
+    raise KeyError(f"unknown venue {venue!r}; known: {', '.join(sorted(ADAPTERS))}")
