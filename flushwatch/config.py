@@ -222,18 +222,28 @@ def _known_path(model: type[BaseModel], path: list[str]) -> bool:
     return True
 
 
+def _is_mapping(path: list[str]) -> bool:
+    current: Any = Config
+    for part in path:
+        current = current.model_fields[part].annotation
+    return getattr(current, "__origin__", None) is dict
+
+
 def _env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[tuple[str, ...], str]]:
     tree: dict[str, Any] = {}
     sources: dict[tuple[str, ...], str] = {}
     for name, value in sorted(environ.items()):
         if not name.startswith(ENV_PREFIX) or name == ENV_CONFIG_PATH:
             continue
-        path = [p.lower() for p in name[len(ENV_PREFIX):].split("__")]
+        raw_path = name[len(ENV_PREFIX):].split("__")
+        path = [p.lower() for p in raw_path]
         if not all(path):
             raise ConfigError(f"environment variable {name}: empty key segment")
-        # dict-valued settings (e.g. cascade.floor_usd) take free keys below them
-        if not _known_path(Config, path) and not _known_path(Config, path[:-1]):
-            raise ConfigError(f"environment variable {name}: unknown setting {'.'.join(path)}")
+        if not _known_path(Config, path):
+            # dict-valued settings (e.g. cascade.floor_usd) take free keys below them, as written
+            if len(path) < 2 or not _known_path(Config, path[:-1]) or not _is_mapping(path[:-1]):
+                raise ConfigError(f"environment variable {name}: unknown setting {'.'.join(path)}")
+            path[-1] = raw_path[-1]
         node = tree
         for part in path[:-1]:
             node = node.setdefault(part, {})

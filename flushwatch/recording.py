@@ -62,12 +62,11 @@ class BadLine:
 
 
 def _open(path: Path) -> IO[bytes]:
-    handle = path.open("rb")
-    magic = handle.read(2)
-    handle.seek(0)
+    with path.open("rb") as probe:
+        magic = probe.read(2)
     if magic == b"\x1f\x8b":
-        return gzip.GzipFile(fileobj=handle, mode="rb")
-    return handle
+        return gzip.open(path, "rb")
+    return path.open("rb")
 
 
 def parse_line(raw: bytes, source: str = "<memory>", lineno: int = 0) -> RecordLine | BadLine:
