@@ -62,7 +62,7 @@ class SinkService:
         self.ready = asyncio.Event()
         self.delivered = 0
 
-    def request_drain(self) -> None:
+    def request_drain(self, horizon_ms: int = 0) -> None:
         """Stop once the alert topic is consumed to its end."""
         self._drain.set()
 
