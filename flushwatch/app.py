@@ -38,7 +38,7 @@ from sinks.jsonl import JsonlSink
 from sinks.service import SinkService
 from sinks.stdout import StdoutSink
 
-__all__ = ["DEMO_RECORDING", "RunOptions", "demo_recording_path", "online", "run_service"]
+__all__ = ["DEMO_RECORDING", "RunOptions", "demo_recording_path", "online", "run_service", "wait_first"]
 
 log = logging.getLogger("flushwatch")
 
@@ -223,6 +223,22 @@ async def _stop_after(stop: asyncio.Event, seconds: float) -> None:
     stop.set()
 
 
+async def _all_set(events: Sequence[asyncio.Event]) -> None:
+    for event in events:
+        await event.wait()
+
+
+async def wait_first(stop: asyncio.Event, events: Sequence[asyncio.Event]) -> None:
+    """Return when ``stop`` is set or when every one of ``events`` is set, whichever comes first."""
+    tasks = {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(_all_set(events))}
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
 async def _finish_replay(replays: list[ReplayServer], stop: asyncio.Event,
                          stages: list[tuple[_Drainable, asyncio.Task[None]]], horizon_ms: int) -> None:
     """End of a replay: drain each stage in pipeline order (ingest, process, sink), then stop.
@@ -230,13 +246,7 @@ async def _finish_replay(replays: list[ReplayServer], stop: asyncio.Event,
     The processor advances time by ``horizon_ms`` once its input is consumed ("time passes with no more
     events"), so an episode the recording ends in is closed exactly as ``flushwatch backtest`` closes it.
     """
-    waiter = asyncio.ensure_future(asyncio.gather(*(server.done.wait() for server in replays)))
-    stopper = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for fut in (waiter, stopper):
-            fut.cancel()
+    await wait_first(stop, [server.done for server in replays])
     if stop.is_set():
         return
     log.info("replay finished; draining the pipeline")

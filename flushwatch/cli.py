@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import sys
 from collections.abc import Sequence
@@ -147,13 +148,13 @@ def cmd_run(args: argparse.Namespace, roles: frozenset[str]) -> int:
     config = _service_overrides(_load(args), args)
     replay = tuple(getattr(args, "replay", None) or ())
     speed = getattr(args, "speed", None)
-    if "ingest" in roles and roles != {"ingest"} and not replay:
-        if getattr(args, "offline", False) or not online():
-            if not getattr(args, "offline", False):
-                log.warning("Binance is not reachable from here: replaying the bundled recording instead "
-                            "(real Binance liquidations, 2025-01-27 16:50-17:20 UTC)")
-            replay = (str(demo_recording_path()),)
-            speed = 60.0 if speed is None else speed
+    offline = bool(getattr(args, "offline", False))
+    if roles == {"ingest", "process", "sink"} and not replay and (offline or not online()):
+        if not offline:
+            log.warning("Binance is not reachable from here: replaying the bundled recording instead "
+                        "(real Binance liquidations, 2025-01-27 16:50-17:20 UTC)")
+        replay = (str(demo_recording_path()),)
+        speed = 60.0 if speed is None else speed
     options = RunOptions(roles=roles, replay=replay, speed=1.0 if speed is None else speed,
                          duration_s=args.duration)
     return asyncio.run(run_service(config, options))
@@ -171,10 +172,8 @@ def cmd_broker(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     with EmbeddedBroker(port=args.port) as broker:
         print(f"FLUSHWATCH_KAFKA__BOOTSTRAP_SERVERS='[\"{broker.bootstrap}\"]'", flush=True)
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             done.wait()
-        except KeyboardInterrupt:
-            pass
     return 0
 
 

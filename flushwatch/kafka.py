@@ -11,6 +11,7 @@ with aiokafka (ENVIRONMENT.md); duplicates are handled by construction downstrea
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 import time
@@ -54,13 +55,11 @@ async def create_topics(cfg: KafkaConfig, topics: Sequence[str], bootstrap: str 
         existing = set(await admin.list_topics())
         missing = [t for t in topics if t not in existing]
         if missing:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):  # another instance won the race: fine
                 await admin.create_topics([
                     NewTopic(name=t, num_partitions=cfg.partitions, replication_factor=cfg.replication_factor)
                     for t in missing
                 ])
-            except TopicAlreadyExistsError:
-                pass  # another instance won the race; that is fine
             log.info("created topics %s with %d partitions", ", ".join(missing), cfg.partitions)
         return missing
     finally:

@@ -9,6 +9,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from flushwatch.app import wait_first
 from flushwatch.config import Config
 from flushwatch.errors import ConfigError
 from flushwatch.metrics import Metrics
@@ -86,14 +87,8 @@ async def serve_replay(files: Sequence[str], speed: float, port: int, exit_when_
                   f"FLUSHWATCH_VENUES__{venue.upper()}__REST_URL={server.http_url}", flush=True)
         if not servers:
             raise ConfigError("the recordings hold no frames of a known venue")
-        waiters = [asyncio.ensure_future(stop.wait())]
-        if exit_when_done:
-            waiters.append(asyncio.ensure_future(asyncio.gather(*(s.done.wait() for s in servers))))
-        try:
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
+        # without --exit-when-done, only a signal ends the replay
+        await wait_first(stop, [s.done for s in servers] if exit_when_done else [asyncio.Event()])
     finally:
         for server in servers:
             await server.close()

@@ -19,7 +19,7 @@ import heapq
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, Literal, cast
 
 import orjson
 
@@ -65,7 +65,7 @@ def _open(path: Path) -> IO[bytes]:
     with path.open("rb") as probe:
         magic = probe.read(2)
     if magic == b"\x1f\x8b":
-        return gzip.open(path, "rb")
+        return cast(IO[bytes], gzip.open(path, "rb"))
     return path.open("rb")
 
 
@@ -128,7 +128,7 @@ class RecordingWriter:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         raw = self.path.open("ab")
-        self._handle: IO[bytes] = gzip.GzipFile(fileobj=raw, mode="ab") if self.path.suffix == ".gz" else raw
+        self._handle = cast(IO[bytes], gzip.GzipFile(fileobj=raw, mode="ab")) if self.path.suffix == ".gz" else raw
         self._raw = raw
         self.lines = 0
 

@@ -36,9 +36,8 @@ def dump_toml(data: dict[str, Any], prefix: str = "") -> str:
     lines: list[str] = []
     tables: list[tuple[str, dict[str, Any]]] = []
     for key, value in data.items():
-        if isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
-            tables.append((key, value))
-        elif isinstance(value, dict) and _is_section(value):
+        nested = isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values())
+        if nested or (isinstance(value, dict) and _is_section(value)):
             tables.append((key, value))
         elif value is None:
             lines.append(f"# {_key(key)} = (unset)")

@@ -47,7 +47,7 @@ async def read_all(bootstrap: str, topic: str, expect: int, timeout_s: float = 1
             while not partitions:
                 partitions = consumer.partitions_for_topic(topic)
                 if not partitions:
-                    await consumer._client.force_metadata_update()  # noqa: SLF001
+                    await consumer._client.force_metadata_update()
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import gzip
 
-from flushwatch.recording import BadLine, RecordLine, RecordingWriter, merge_recordings, read_recording
+from flushwatch.recording import BadLine, RecordingWriter, RecordLine, merge_recordings, read_recording
 
 
 def test_write_read_round_trip_plain_and_gzip(tmp_path):
