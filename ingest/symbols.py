@@ -87,7 +87,7 @@ def split_multiplier(
     keeps real names that start with digits (``1INCH``) intact.
     """
     for prefix, multiplier in prefixes.items():
-        rest = asset[len(prefix):]
+        rest = asset[len(prefix) :]
         if asset.startswith(prefix) and rest and rest[0].isalpha():
             return rest, multiplier
     end = 0
