@@ -104,6 +104,9 @@ class BinanceConfig(_Section):
         1200, gt=0, description="Request weight per minute flushwatch may use (Binance IP limit is 2400)."
     )
     stale_after_s: float = Field(30.0, gt=0, description="Reconnect after this long without any frame.")
+    funding_min_interval_s: float = Field(
+        60.0, ge=0, description="Emit a symbol's funding event when its rate changes, else at most this often."
+    )
     max_connection_age_s: float = Field(
         23.5 * 3600, gt=0, description="Rotate connections before Binance's 24 h forced disconnect."
     )

@@ -206,6 +206,7 @@ class BinanceUsdmAdapter(VenueAdapter):
         stale_after_s: float = _DEFAULTS.stale_after_s,
         max_connection_age_s: float = _DEFAULTS.max_connection_age_s,
         dedupe_capacity: int = LIQUIDATION_DEDUPE_CAPACITY,
+        funding_min_interval_s: float = _DEFAULTS.funding_min_interval_s,
     ) -> None:
         # upper-case and de-duplicated: config is typed by people, payload symbols are upper case
         unique = dict.fromkeys(s.strip().upper() for s in symbols if s.strip())
@@ -222,6 +223,8 @@ class BinanceUsdmAdapter(VenueAdapter):
         self._funding_interval_h: dict[str, int] = {}
         self._last_mark: dict[str, Decimal] = {}
         self._last_mark_ts: dict[str, int] = {}
+        self._last_funding: dict[str, tuple[int, Decimal]] = {}
+        self.funding_min_interval_ms = int(funding_min_interval_s * 1000)
         self._liquidations_seen: OrderedDict[LiquidationKey, None] = OrderedDict()
         self._last_agg_id: dict[str, int] = {}
         self._late_agg_ids: dict[str, set[int]] = {}
@@ -238,6 +241,7 @@ class BinanceUsdmAdapter(VenueAdapter):
             rest_weight_budget_per_min=cfg.rest_weight_budget_per_min,
             stale_after_s=cfg.stale_after_s,
             max_connection_age_s=cfg.max_connection_age_s,
+            funding_min_interval_s=cfg.funding_min_interval_s,
         )
 
     # ------------------------------------------------------------------ connection plan
@@ -494,6 +498,12 @@ class BinanceUsdmAdapter(VenueAdapter):
         self._last_mark[symbol] = mark
         if rate is None:
             return
+        # !markPrice@arr@1s repeats ~700 symbols every second; the funding rate itself moves slowly, so
+        # emit on a change of rate or once per funding_min_interval, not 700 events/s into Kafka
+        previous = self._last_funding.get(symbol)
+        if previous is not None and previous[1] == rate and ts - previous[0] < self.funding_min_interval_ms:
+            return
+        self._last_funding[symbol] = (ts, rate)
         result.events.append(
             Funding(
                 venue=self.venue,

@@ -714,3 +714,19 @@ def test_mutated_csv_rows_never_raise(row: list[str], value: Any, column: int) -
     order = payload["data"]["o"]
     order[sorted(order)[column]] = value
     check(adapter().parse(orjson.dumps(payload), RECV))
+
+
+def test_funding_events_are_thinned_to_rate_changes_and_an_interval() -> None:
+    adapter = BinanceUsdmAdapter([], funding_min_interval_s=60)
+
+    def frame(ts: int, rate: str) -> bytes:
+        return orjson.dumps({"stream": "!markPrice@arr@1s", "data": [
+            {"e": "markPriceUpdate", "E": ts, "s": "BTCUSDT", "p": "100", "i": "100", "P": "100", "r": rate,
+             "T": 1_700_000_000_000}]})
+
+    emitted = []
+    for second, rate in enumerate(["0.0001"] * 70 + ["0.0002"] * 3):
+        emitted += [e.rate for e in adapter.parse(frame(1_000_000 + second * 1000, rate), 0).events]
+    # first one, the one 60 s later, and the change of rate: 3 of 73 frames
+    assert emitted == [Decimal("0.0001"), Decimal("0.0001"), Decimal("0.0002")]
+    assert adapter.last_mark_price("BTCUSDT") == Decimal("100")
