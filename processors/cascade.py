@@ -55,13 +55,22 @@ Floors (USD of *observed* liquidated notional per window; calibrated for the def
     nothing.
 
 Time and lateness
-    Detector time (``now``) is the maximum of every liquidation/trade ``ts`` and every tick seen. The
-    window holds the events with ``now - window < ts <= now``. An event with ``ts < now`` is late: if it
-    is still inside the window it is folded in at its place (a short scan from the right, rare), otherwise
-    it is counted in :attr:`CascadeDetector.late_events` and ignored. Nothing is dropped silently and
-    nothing raises. Late events go to the open baseline bucket, whatever bucket their ``ts`` falls into.
-    The moment a window goes quiet is computed exactly (the expiry time ``ts + window`` of the event whose
-    expiry took it below the end level), so the end time does not depend on how often ticks come.
+    Time is kept **per base**: a base's ``now`` is the maximum of its own liquidation/trade ``ts`` and of
+    every tick seen (a tick moves every base, including bases first seen after it). Events of another base
+    never move it. Market events are partitioned by base, so a processor working through a backlog reads
+    one partition's hours before the next one's; with a single clock the second partition's events would
+    all look late. Ticks are global, but the runtime never ticks past unconsumed input (its watermark), so
+    a tick cannot make a pending partition's events late. Everything about a (base, side) track (the
+    window, the baseline buckets, the quiet check, an alert's ``emitted_ts``) runs on its base's time, so
+    the alerts do not depend on how the partitions of different bases interleave.
+
+    The window holds the events with ``now - window < ts <= now``. An event with ``ts < now`` is late: if
+    it is still inside the window it is folded in at its place (a short scan from the right, rare),
+    otherwise it is counted in :attr:`CascadeDetector.late_events` and ignored. Nothing is dropped
+    silently and nothing raises. Late events go to the open baseline bucket, whatever bucket their ``ts``
+    falls into. The moment a window goes quiet is computed exactly (the expiry time ``ts + window`` of the
+    event whose expiry took it below the end level), so the end time does not depend on how often ticks
+    come. A base's open episodes are checked once per second of that base's time (and on every tick).
 
 Numbers
     Money stays :class:`~decimal.Decimal` on the wire. Inside the detector notional and prices are floats:
@@ -257,12 +266,16 @@ class _Track:
 
 @dataclass(slots=True)
 class _Base:
-    """Per-base market context: last trade price and per-second trade buckets for the last window.
+    """Per-base clock and market context: last trade price, per-second trade buckets for the last window.
 
-    A bucket is ``[second, low, high, taker_buy_usd, taker_sell_usd]``; the buckets let an episode that
-    starts now look back at the trades since its first event without keeping every trade.
+    ``now`` is the base's event time (its own events and the ticks), ``sweep_sec`` the second of that time
+    in which its active episodes were last checked. A bucket is ``[second, low, high, taker_buy_usd,
+    taker_sell_usd]``; the buckets let an episode that starts now look back at the trades since its first
+    event without keeping every trade.
     """
 
+    now: int = _NEVER
+    sweep_sec: int = _NEVER
     last_price: float | None = None
     ring: deque[list[float]] = field(default_factory=deque)
     long: _Track | None = None
@@ -301,8 +314,8 @@ class CascadeDetector(Detector):
             self.restore(snapshot)
 
     def _reset(self) -> None:
+        #: the latest tick: every base's time is at least this, including bases first seen after it
         self._now = _NEVER
-        self._sweep_sec = _NEVER
         self._bases: dict[str, _Base] = {}
         self._active: dict[tuple[str, str], _Track] = {}
         #: events too old to be inside the window when they arrived (counted, not folded in)
@@ -350,32 +363,45 @@ class CascadeDetector(Detector):
         return []
 
     def on_tick(self, now_ms: int) -> list[Alert]:
-        """Advance time (never backwards) and end the episodes whose window stayed quiet for quiet_s."""
+        """Advance every base's time (never backwards); end the episodes whose window stayed quiet."""
         if now_ms > self._now:
             self._now = now_ms
-            self._sweep_sec = now_ms // 1000
+            sec = now_ms // 1000
+            for bs in self._bases.values():
+                if now_ms > bs.now:
+                    bs.now = now_ms
+                    bs.sweep_sec = sec
         if not self._active:
             return []
-        return self._sweep()
+        return self._sweep(list(self._active.values()))
 
     # ------------------------------------------------------------------ hot paths
 
-    def _advance(self, ts: int) -> list[Alert] | None:
-        """Move detector time to ``ts``; once per second of event time, check the active episodes."""
-        if ts > self._now:
-            self._now = ts
+    def _base(self, name: str) -> _Base:
+        bs = self._bases.get(name)
+        if bs is None:
+            # a new base starts at the latest tick: time the runtime has already let pass for everyone
+            bs = self._bases[name] = _Base(now=self._now)
+        return bs
+
+    def _advance(self, bs: _Base, ts: int) -> list[Alert] | None:
+        """Move the base's time to ``ts``; once per second of its time, check its active episodes."""
+        if ts > bs.now:
+            bs.now = ts
             sec = ts // 1000
-            if sec != self._sweep_sec:
-                self._sweep_sec = sec
-                if self._active:
-                    return self._sweep()
+            if sec != bs.sweep_sec:
+                bs.sweep_sec = sec
+                if bs.active:
+                    return self._sweep(list(bs.active))
         return None
 
-    def _sweep(self) -> list[Alert]:
+    def _sweep(self, tracks: list[_Track]) -> list[Alert]:
+        """Expire and end-check each track at its own base's time."""
         out: list[Alert] = []
-        for track in list(self._active.values()):
-            self._expire(track)
-            alert = self._check_end(track)
+        for track in tracks:
+            now = self._bases[track.base].now
+            self._expire(track, now)
+            alert = self._check_end(track, now)
             if alert is not None:
                 out.append(alert)
         if len(out) > 1:  # episodes that ended between two sweeps come out in end-time order
@@ -383,10 +409,8 @@ class CascadeDetector(Detector):
         return out
 
     def _on_trade(self, ev: Trade) -> list[Alert]:
-        alerts = self._advance(ev.ts)
-        bs = self._bases.get(ev.base)
-        if bs is None:
-            bs = self._bases[ev.base] = _Base()
+        bs = self._base(ev.base)
+        alerts = self._advance(bs, ev.ts)
         price = float(ev.price)
         notional = float(ev.notional_usd)
         buy = ev.side == "buy"
@@ -421,11 +445,9 @@ class CascadeDetector(Detector):
         return alerts or []
 
     def _on_liquidation(self, ev: Liquidation) -> list[Alert]:
-        alerts = self._advance(ev.ts) or []
-        now = self._now
-        bs = self._bases.get(ev.base)
-        if bs is None:
-            bs = self._bases[ev.base] = _Base()
+        bs = self._base(ev.base)
+        alerts = self._advance(bs, ev.ts) or []
+        now = bs.now
         side = ev.side
         track = bs.long if side == "long" else bs.short
         if track is None:
@@ -434,10 +456,10 @@ class CascadeDetector(Detector):
                 bs.long = track
             else:
                 bs.short = track
-        self._roll(track)
-        self._expire(track)
+        self._roll(track, now)
+        self._expire(track, now)
         if track.episode is not None:
-            ended = self._check_end(track)
+            ended = self._check_end(track, now)
             if ended is not None:
                 alerts.append(ended)
 
@@ -485,7 +507,9 @@ class CascadeDetector(Detector):
         level = self._level(track.total / ep.threshold)
         if level > ep.level:
             ep.level = level
-            alerts.append(self._alert(track, ep, "cascade_escalated", level=level, ts=ts, window_end=ts))
+            alerts.append(
+                self._alert(track, ep, "cascade_escalated", level=level, ts=ts, window_end=ts, now=now)
+            )
         return alerts
 
     @staticmethod
@@ -497,9 +521,9 @@ class CascadeDetector(Detector):
             index -= 1
         window.insert(index, entry)
 
-    def _roll(self, track: _Track) -> None:
-        """Close the baseline buckets that time has left behind; recompute the median once."""
-        idx = self._now // self._window_ms
+    def _roll(self, track: _Track, now: int) -> None:
+        """Close the baseline buckets that the base's time ``now`` has left behind; recompute the median."""
+        idx = now // self._window_ms
         gap = idx - track.bucket_idx
         if gap <= 0:
             return
@@ -516,9 +540,9 @@ class CascadeDetector(Detector):
             mid = n // 2
             track.baseline = ordered[mid] if n % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
-    def _expire(self, track: _Track) -> None:
-        """Drop events that left the window; note the exact moment an episode's window went quiet."""
-        limit = self._now - self._window_ms
+    def _expire(self, track: _Track, now: int) -> None:
+        """Drop events that left the window at ``now``; note the exact moment an episode's window went quiet."""
+        limit = now - self._window_ms
         window = track.window
         if not window or window[0][0] > limit:
             return
@@ -531,14 +555,14 @@ class CascadeDetector(Detector):
         if not window:
             track.total = 0.0  # no float residue once the window is empty
 
-    def _check_end(self, track: _Track) -> Alert | None:
+    def _check_end(self, track: _Track, now: int) -> Alert | None:
         ep = track.episode
         if ep is None or ep.quiet_since is None:
             return None
         end_ms = ep.quiet_since + self._quiet_ms
-        if self._now < end_ms:
+        if now < end_ms:
             return None
-        alert = self._alert(track, ep, "cascade_ended", level=ep.level, ts=end_ms, window_end=end_ms)
+        alert = self._alert(track, ep, "cascade_ended", level=ep.level, ts=end_ms, window_end=end_ms, now=now)
         track.episode = None
         self._active.pop((track.base, track.side), None)
         bs = self._bases[track.base]
@@ -568,7 +592,7 @@ class CascadeDetector(Detector):
         other_side = "short" if long else "long"
         other_notional = 0.0
         if other is not None:
-            other_notional = sum(e[1] for e in other.window if start_ms <= e[0] <= self._now)
+            other_notional = sum(e[1] for e in other.window if start_ms <= e[0] <= bs.now)
         ep = _Episode(
             episode_id=_digest(f"cascade|{track.base}|{track.side}|{start_ms}"),
             start_ms=start_ms,
@@ -591,7 +615,7 @@ class CascadeDetector(Detector):
         track.episode = ep
         self._active[(track.base, track.side)] = track
         bs.active.append(track)
-        return self._alert(track, ep, "cascade_started", level=ep.level, ts=ts, window_end=ts)
+        return self._alert(track, ep, "cascade_started", level=ep.level, ts=ts, window_end=ts, now=bs.now)
 
     # ------------------------------------------------------------------ alerts
 
@@ -635,7 +659,7 @@ class CascadeDetector(Detector):
         return metrics
 
     def _alert(
-        self, track: _Track, ep: _Episode, kind: str, *, level: int, ts: int, window_end: int
+        self, track: _Track, ep: _Episode, kind: str, *, level: int, ts: int, window_end: int, now: int
     ) -> Alert:
         severity: Severity = SEVERITIES[level]
         stage = {"cascade_started": "started", "cascade_ended": "ended"}.get(kind, f"escalated:{severity}")
@@ -648,7 +672,7 @@ class CascadeDetector(Detector):
             base=track.base,
             venues=venues,
             ts=ts,
-            emitted_ts=self._now,
+            emitted_ts=now,
             window_start=ep.start_ms,
             window_end=window_end,
             metrics=metrics,
@@ -687,7 +711,7 @@ class CascadeDetector(Detector):
         bases: list[list[Any]] = []
         tracks: list[dict[str, Any]] = []
         for name, bs in self._bases.items():
-            bases.append([name, bs.last_price, [list(b) for b in bs.ring]])
+            bases.append([name, bs.last_price, [list(b) for b in bs.ring], bs.now, bs.sweep_sec])
             for track in (bs.long, bs.short):
                 if track is None:
                     continue
@@ -709,7 +733,6 @@ class CascadeDetector(Detector):
             "version": _SNAPSHOT_VERSION,
             "window_ms": self._window_ms,
             "now": self._now,
-            "sweep_sec": self._sweep_sec,
             "late_events": self.late_events,
             "bases": bases,
             "tracks": tracks,
@@ -727,10 +750,15 @@ class CascadeDetector(Detector):
             )
         self._reset()
         self._now = int(snapshot["now"])
-        self._sweep_sec = int(snapshot["sweep_sec"])
         self.late_events = int(snapshot["late_events"])
-        for name, last_price, ring in snapshot["bases"]:
+        # snapshots from before per-base time had one clock ("now", "sweep_sec") and 3-item base entries
+        old_sweep = int(snapshot.get("sweep_sec", _NEVER))
+        for entry in snapshot["bases"]:
+            name, last_price, ring = entry[:3]
+            now, sweep_sec = (int(entry[3]), int(entry[4])) if len(entry) > 3 else (self._now, old_sweep)
             self._bases[name] = _Base(
+                now=now,
+                sweep_sec=sweep_sec,
                 last_price=None if last_price is None else float(last_price),
                 ring=deque([int(b[0]), float(b[1]), float(b[2]), float(b[3]), float(b[4])] for b in ring),
             )
@@ -752,7 +780,7 @@ class CascadeDetector(Detector):
                 baseline=None if obj["baseline"] is None else float(obj["baseline"]),
                 episode=None if obj["episode"] is None else _Episode.from_json(obj["episode"]),
             )
-            bs = self._bases.setdefault(track.base, _Base())
+            bs = self._bases.setdefault(track.base, _Base(now=self._now))
             if track.side == "long":
                 bs.long = track
             else:

@@ -22,13 +22,13 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from flushwatch.codec import decode_event, encode_alert
 from flushwatch.config import Config
 from flushwatch.errors import CodecError
 from flushwatch.events import Alert
-from flushwatch.kafka import DeadLetters, Producer, caught_up, make_consumer
+from flushwatch.kafka import DeadLetters, DrainGate, Producer, make_consumer
 from flushwatch.logs import RateLimitedLog
 from flushwatch.metrics import Metrics
 from flushwatch.topics import Topics
@@ -39,7 +39,7 @@ __all__ = ["ProcessorService"]
 
 log = logging.getLogger("flushwatch.process")
 
-#: an event this much older than the processor clock is counted as late (it is still processed)
+#: an event this much older than the newest one of its partition is counted as late (still processed)
 LATE_AFTER_MS = 60_000
 
 
@@ -62,17 +62,25 @@ class ProcessorService:
         self._clock = EventClock(wall_ms)
         self._dlq = DeadLetters(producer, self._topics.dlq, metrics, "process")
         self._problems = RateLimitedLog(log)
-        self._drain = asyncio.Event()
+        self._drain = DrainGate("processor")
         self._drain_horizon_ms = 0
+        self._partition_ts: dict[TopicPartition, int] = {}
+        self._last_type = ""
         self.ready = asyncio.Event()
         self.alerts_emitted = 0
         self.records = 0
 
-    def request_drain(self, horizon_ms: int = 0) -> None:
-        """Finish once every assigned partition is consumed to its end, then advance the detectors'
-        time by ``horizon_ms`` (so episodes the input left open can end) and stop."""
+    @property
+    def produced(self) -> int:
+        """Alerts handed to Kafka so far."""
+        return self.alerts_emitted
+
+    def request_drain(self, horizon_ms: int = 0, expect_records: int = 0) -> None:
+        """Finish once at least ``expect_records`` were consumed and every assigned partition is consumed
+        to its end, then advance the detectors' time by ``horizon_ms`` (so episodes the input left open
+        can end) and stop."""
         self._drain_horizon_ms = horizon_ms
-        self._drain.set()
+        self._drain.request(expect_records)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume, detect, produce and commit until ``stop`` is set or a requested drain completes."""
@@ -95,17 +103,19 @@ class ProcessorService:
                 for tp, records in batch.items():
                     self._metrics.consumed.labels(tp.topic).inc(len(records))
                     for record in records:
-                        await self._handle(record.value, tp.topic, record.offset, alerts)
+                        ts = await self._handle(record.value, tp.topic, record.offset, alerts)
+                        if ts is not None:
+                            self._advance_partition(tp, ts)
                     self.records += len(records)
                 wall = self._wall_ms()
                 if wall - last_tick_wall >= tick_ms:
                     last_tick_wall = wall
-                    self._tick(alerts)
+                    self._tick(alerts, await self._watermark(consumer))
                 await self._emit(alerts)
                 if batch and time.monotonic() - last_commit >= commit_s:
                     await self._checkpoint(consumer)
                     last_commit = time.monotonic()
-                if self._drain.is_set() and not batch and await caught_up(consumer):
+                if await self._drain.finished(consumer, self.records, bool(batch)):
                     await self._finish(consumer)
                     return
             await self._checkpoint(consumer)
@@ -116,7 +126,7 @@ class ProcessorService:
             log.info("processor stopped after %d records, %d alerts", self.records, self.alerts_emitted)
 
     async def _handle(self, raw: bytes | None, topic: str, offset: int,
-                      alerts: list[tuple[Alert, int | None]]) -> None:
+                      alerts: list[tuple[Alert, int | None]]) -> int | None:
         try:
             event = decode_event(raw or b"")
         except CodecError as exc:
@@ -124,17 +134,44 @@ class ProcessorService:
             self._problems.warning(f"decode:{exc.kind}", "undecodable record on %s at offset %d: %s",
                                    topic, offset, exc)
             await self._dlq.send(raw or b"", exc.kind, exc.detail, origin=f"{topic}@{offset}")
-            return
+            return None
         self._clock.observe(event.ts)
-        now = self._clock.now()
-        if now is not None and event.ts < now - LATE_AFTER_MS:
-            self._metrics.late_events.labels(event.type).inc()
+        self._last_type = event.type
         for detector in self._detectors:
             for alert in detector.on_event(event):
                 alerts.append((alert, event.recv_ts))
+        return event.ts
 
-    def _tick(self, alerts: list[tuple[Alert, int | None]]) -> None:
-        now = self._clock.now()
+    def _advance_partition(self, tp: TopicPartition, ts: int) -> None:
+        last = self._partition_ts.get(tp)
+        if last is None or ts > last:
+            self._partition_ts[tp] = ts
+        elif ts < last - LATE_AFTER_MS:
+            # out of order within its own partition by more than the allowed lateness: still processed
+            self._metrics.late_events.labels(self._last_type).inc()
+
+    async def _watermark(self, consumer: AIOKafkaConsumer) -> int | None:
+        """The time detectors may be ticked to without running ahead of unconsumed input.
+
+        While a partition still has records to read (a backlog after a restart, or one partition
+        delivered before another), time must not pass its last consumed event, or the episodes of the
+        assets in it would end early and their remaining events would look late. Once every partition
+        is consumed to its end, time follows the hybrid event clock, so a quiet market still ends
+        episodes. A lagging partition with nothing consumed yet holds time back entirely.
+        """
+        lagging: list[int] = []
+        for tp in consumer.assignment():
+            highwater = consumer.highwater(tp)
+            if highwater is None or await consumer.position(tp) < highwater:
+                last = self._partition_ts.get(tp)
+                if last is None:
+                    return None
+                lagging.append(last)
+        if lagging:
+            return min(lagging)
+        return self._clock.now()
+
+    def _tick(self, alerts: list[tuple[Alert, int | None]], now: int | None) -> None:
         if now is None:
             return
         for detector in self._detectors:

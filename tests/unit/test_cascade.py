@@ -431,3 +431,113 @@ def test_formatting() -> None:
     assert [format_duration(s) for s in (45, 60, 250, 3900)] == ["45 s", "1 min", "4 min 10 s", "1 h 5 min"]
     assert [format_price(p) for p in (101_230.4, 212, 0.16815, 0.0000123456)] == [
         "101,230", "212.00", "0.16815", "0.000012346"]
+
+
+# ---------------------------------------------------------------- per-base time
+
+
+def two_partition_scenario() -> tuple[list[MarketEvent], list[MarketEvent]]:
+    """ETH longs flush at T0..T0+40 s, XRP longs at T0+600 s; each base with its own trades."""
+    eth: list[MarketEvent] = [trade(T0 - 2000 + k * 5000, 3300 - k, 20_000, base="ETH") for k in range(80)]
+    eth += [liq(T0 + i * 2500, 9_000, base="ETH", price=3290 - 2 * i) for i in range(15)]
+    eth += [liq(T0 + 40_000, 250_000, base="ETH", price=3250), liq(T0 + 20_500, 2_000, base="ETH", side="short")]
+    xrp: list[MarketEvent] = [trade(T0 + 595_000 + k * 5000, 3.1, 5_000, base="XRP") for k in range(60)]
+    xrp += [liq(T0 + 600_000 + i * 1000, 4_000, base="XRP", price=3.09 - 0.001 * i) for i in range(14)]
+    return sorted(eth, key=lambda e: e.ts), sorted(xrp, key=lambda e: e.ts)
+
+
+def test_alerts_do_not_depend_on_how_partitions_of_different_bases_interleave() -> None:
+    eth, xrp = two_partition_scenario()
+    last = max(e.ts for e in eth + xrp)
+    orders = {
+        "merged": sorted(eth + xrp, key=lambda e: e.ts),
+        "xrp partition first": xrp + eth,  # a backlog: one partition read to its end before the other
+        "eth partition first": eth + xrp,
+    }
+    results: dict[str, list[bytes]] = {}
+    for name, events in orders.items():
+        det = CascadeDetector(cfg())
+        alerts = feed(det, events) + det.on_tick(last + 200_000)
+        assert det.late_events == 0, name
+        results[name] = sorted(encode_alert(a) for a in alerts)
+        kinds = sorted((a.base, a.type, a.severity) for a in alerts)
+        assert kinds == [
+            ("ETH", "cascade_ended", "warning"), ("ETH", "cascade_escalated", "warning"),
+            ("ETH", "cascade_started", "info"),
+            ("XRP", "cascade_ended", "info"), ("XRP", "cascade_started", "info"),
+        ], name
+    assert results["xrp partition first"] == results["merged"]
+    assert results["eth partition first"] == results["merged"]
+
+
+def test_any_interleaving_of_per_base_streams_gives_the_same_alerts() -> None:
+    config = cfg(warmup_buckets=3, baseline_buckets=5, floor_usd={"PEPE": 60_000})
+    events: list[MarketEvent] = [v for kind, v in random_stream(11, 12_000) if kind == "ev"]
+    final = max(e.ts for e in events) + 3_600_000
+
+    def run(stream: list[MarketEvent]) -> tuple[list[bytes], int]:
+        det = CascadeDetector(config)
+        out = feed(det, stream) + det.on_tick(final)
+        return sorted(encode_alert(a) for a in out), det.late_events
+
+    reference, late = run(events)
+    assert {orjson.loads(a)["type"] for a in reference} == {"cascade_started", "cascade_escalated",
+                                                            "cascade_ended"}
+    by_base: dict[str, list[MarketEvent]] = {}
+    for ev in events:
+        by_base.setdefault(ev.base, []).append(ev)
+    # each base's own order is kept; bases come one after the other, or shuffled together at random
+    grouped = [ev for base in sorted(by_base, reverse=True) for ev in by_base[base]]
+    rng = random.Random(3)
+    queues = {base: list(reversed(evs)) for base, evs in by_base.items()}
+    shuffled: list[MarketEvent] = []
+    while queues:
+        base = rng.choice(sorted(queues))
+        shuffled.append(queues[base].pop())
+        if not queues[base]:
+            del queues[base]
+    assert run(grouped) == (reference, late)
+    assert run(shuffled) == (reference, late)
+
+
+def test_a_tick_moves_every_base_forward_and_late_events_stay_late() -> None:
+    det = CascadeDetector(cfg())
+    det.on_event(liq(T0, 1_000, base="ETH"))  # ETH is known before the tick, SOL is not
+    assert det.on_tick(T0 + 300_000) == []
+    # the tick moved every base, including one first seen after it: T0+240 s is a full window behind
+    assert feed(det, [liq(T0 + 240_000, 1_000, base="ETH"), liq(T0 + 240_000, 1_000, base="SOL")]) == []
+    assert det.late_events == 2
+    assert feed(det, [liq(T0 + 240_001, 1_000, base="ETH"), liq(T0 + 240_001, 1_000, base="SOL")]) == []
+    assert det.late_events == 2
+    assert det.on_tick(T0 + 100_000) == []  # backwards: ignored
+    assert feed(det, [liq(T0 + 200_000, 1_000, base="ETH")]) == []
+    assert det.late_events == 3
+    assert det.snapshot()["now"] == T0 + 300_000
+
+
+def test_events_of_one_base_never_move_another_base() -> None:
+    det = CascadeDetector(cfg(floor_usd={"BTC": 100_000}))
+    assert [a.type for a in feed(det, burst(T0, 10, 10_000))] == ["cascade_started"]
+    # an hour of ETH later, BTC's episode is still open and BTC's own next event is not late
+    far = T0 + 3_600_000
+    assert feed(det, [liq(far, 1_000, base="ETH"), trade(far + 1000, 3000, 1_000, base="ETH")]) == []
+    assert feed(det, [liq(T0 + 11_000, 10_000)]) == []
+    assert det.late_events == 0
+    # the 9th event (T0+8 s) leaves at T0+68 s taking the window to 20 K < 25 K: the end is T0+128 s
+    ended = det.on_tick(far)
+    assert [(a.type, a.ts, a.emitted_ts, a.metrics["events"]) for a in ended] == [
+        ("cascade_ended", T0 + 128_000, far, 11)]
+
+
+def test_restore_accepts_a_snapshot_from_the_single_clock_layout() -> None:
+    det = CascadeDetector(cfg(floor_usd={"BTC": 100_000}))
+    feed(det, [*burst(T0, 10, 10_000), trade(T0 + 9_500, 99_000, 1_000)])
+    expected = [encode_alert(a) for a in det.on_tick(T0 + 1_000_000)]
+    det = CascadeDetector(cfg(floor_usd={"BTC": 100_000}))
+    feed(det, [*burst(T0, 10, 10_000), trade(T0 + 9_500, 99_000, 1_000)])
+    state = det.snapshot()
+    old = {**state, "now": T0 + 9_500, "sweep_sec": (T0 + 9_500) // 1000,
+           "bases": [entry[:3] for entry in state["bases"]]}
+    restored = CascadeDetector(cfg(floor_usd={"BTC": 100_000}), snapshot=old)
+    assert restored.snapshot()["bases"][0][3:] == [T0 + 9_500, (T0 + 9_500) // 1000]
+    assert [encode_alert(a) for a in restored.on_tick(T0 + 1_000_000)] == expected
