@@ -213,7 +213,10 @@ async def _run_roles(config: Config, options: RunOptions, metrics: Metrics, stop
 
 
 class _Drainable(Protocol):
-    def request_drain(self, horizon_ms: int = 0) -> None: ...
+    @property
+    def produced(self) -> int: ...
+
+    def request_drain(self, horizon_ms: int = 0, expect_records: int = 0) -> None: ...
 
 
 async def _stop_after(stop: asyncio.Event, seconds: float) -> None:
@@ -252,11 +255,14 @@ async def _finish_replay(replays: list[ReplayServer], stop: asyncio.Event,
     log.info("replay finished; draining the pipeline")
     stopper = asyncio.ensure_future(stop.wait())
     try:
+        upstream = 0
         for stage, task in stages:
-            stage.request_drain(horizon_ms)
+            # each stage waits for everything the stage before it produced, then for its log end
+            stage.request_drain(horizon_ms, upstream)
             await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
             if stop.is_set():
                 return
+            upstream = stage.produced
     finally:
         stopper.cancel()
     stop.set()

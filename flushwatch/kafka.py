@@ -197,3 +197,40 @@ async def caught_up(consumer: AIOKafkaConsumer) -> bool:
         if highwater is None or await consumer.position(tp) < highwater:
             return False
     return True
+
+
+class DrainGate:
+    """When a consumer stage may finish a drain (the end of a replay): the drain was requested, the
+    stage consumed at least what the stage before it produced, it is at the log end of every partition,
+    and that held for ``settle_s``. If the expected count never arrives (a produce failed upstream), it
+    gives up after ``give_up_s`` at the log end, with a warning, rather than hang."""
+
+    def __init__(self, name: str, settle_s: float = 0.3, give_up_s: float = 15.0) -> None:
+        self.name = name
+        self.requested = asyncio.Event()
+        self.expect = 0
+        self._settle_s = settle_s
+        self._give_up_s = give_up_s
+        self._since: float | None = None
+
+    def request(self, expect: int = 0) -> None:
+        """Ask the stage to finish once it has consumed ``expect`` records and reached the log end."""
+        self.expect = expect
+        self.requested.set()
+
+    async def finished(self, consumer: AIOKafkaConsumer, consumed: int, got_records: bool) -> bool:
+        """Call once per poll; True when the stage should finish now."""
+        if not self.requested.is_set() or got_records or not await caught_up(consumer):
+            self._since = None
+            return False
+        now = time.monotonic()
+        if self._since is None:
+            self._since = now
+        waited = now - self._since
+        if consumed >= self.expect:
+            return waited >= self._settle_s
+        if waited >= self._give_up_s:
+            log.warning("%s drain: consumed %d of %d expected records; finishing anyway", self.name,
+                        consumed, self.expect)
+            return True
+        return False

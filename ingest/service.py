@@ -43,7 +43,7 @@ async def run_sources(adapters: Mapping[str, VenueAdapter], queue: asyncio.Queue
                                           stable_after_s=config.ingest.reconnect.stable_after_s)
                 group.create_task(driver.run(), name=f"ws:{venue}:{plan.name}")
             if adapter.rest_polls():
-                group.create_task(poller.run(), name=f"rest:{venue}")
+                group.create_task(poller.run(startup=False), name=f"rest:{venue}")
 
 
 def _weight_budget(config: Config, venue: str) -> int:
@@ -67,7 +67,12 @@ class IngestService:
         self._deadline_s = drain_deadline_s
         self._last_frame = time.monotonic()
 
-    def request_drain(self, horizon_ms: int = 0) -> None:
+    @property
+    def produced(self) -> int:
+        """Events handed to Kafka so far."""
+        return self.pipeline.events
+
+    def request_drain(self, horizon_ms: int = 0, expect_records: int = 0) -> None:
         """Finish once no frame arrived for a moment and the queue is empty (end of a replay)."""
         self._drain.set()
 

@@ -8,14 +8,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections import OrderedDict
 from collections.abc import Sequence
 
 from flushwatch.codec import decode_alert
 from flushwatch.config import Config
 from flushwatch.errors import CodecError
-from flushwatch.kafka import DeadLetters, Producer, caught_up, make_consumer
+from flushwatch.kafka import DeadLetters, DrainGate, Producer, make_consumer
 from flushwatch.logs import RateLimitedLog
 from flushwatch.metrics import Metrics
 from flushwatch.topics import Topics
@@ -58,13 +57,19 @@ class SinkService:
         self._producer = producer
         self._seen = SeenIds()
         self._problems = RateLimitedLog(log)
-        self._drain = asyncio.Event()
+        self._drain = DrainGate("sink")
+        self.records = 0
         self.ready = asyncio.Event()
         self.delivered = 0
 
-    def request_drain(self, horizon_ms: int = 0) -> None:
-        """Stop once the alert topic is consumed to its end."""
-        self._drain.set()
+    @property
+    def produced(self) -> int:
+        """Sinks produce nothing downstream."""
+        return 0
+
+    def request_drain(self, horizon_ms: int = 0, expect_records: int = 0) -> None:
+        """Stop once at least ``expect_records`` alerts were consumed and the topic is consumed to its end."""
+        self._drain.request(expect_records)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume and deliver until ``stop`` is set or a requested drain completes."""
@@ -74,7 +79,6 @@ class SinkService:
         await consumer.start()
         log.info("sink joined group %s on %s; sinks: %s", self._config.sink.group_id, self._topics.alerts,
                  ", ".join(s.name for s in self._sinks) or "none")
-        drained_at: float | None = None
         try:
             while not stop.is_set():
                 batch = await consumer.getmany(timeout_ms=200, max_records=1000)
@@ -84,16 +88,12 @@ class SinkService:
                     self._metrics.consumed.labels(tp.topic).inc(len(records))
                     for record in records:
                         await self._deliver(record.value, f"{tp.topic}@{record.offset}")
+                    self.records += len(records)
                 if batch:
                     await self._producer.flush()
                     await consumer.commit()
-                if self._drain.is_set() and not batch and await caught_up(consumer):
-                    # one more empty poll after catching up, for alerts produced a moment ago
-                    if drained_at is not None and time.monotonic() - drained_at > 0.5:
-                        return
-                    drained_at = drained_at or time.monotonic()
-                else:
-                    drained_at = None
+                if await self._drain.finished(consumer, self.records, bool(batch)):
+                    return
         finally:
             for sink in self._sinks:
                 with contextlib.suppress(Exception):
