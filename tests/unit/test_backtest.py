@@ -7,7 +7,6 @@ import gzip
 import importlib.util
 import io
 import logging
-import os
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -23,9 +22,8 @@ from processors.registry import DETECTORS, build_detectors
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "flushwatch" / "data" / "demo_binance_2025-01-27.jsonl.gz"
-SHARED_CSV = Path(
-    os.environ.get("FLUSHWATCH_SHARED_DATA", "/work/shared/data")
-) / "real" / "binance_forceorder_allsymbols_2025-01-26_2025-02-06.csv"
+# the real CSV, copied into the repo with its provenance (tests/fixtures/binance/SOURCES.md)
+SHARED_CSV = REPO / "tests" / "fixtures" / "binance" / "binance_forceorder_allsymbols_2025-01-26_2025-02-06.csv"
 
 
 def config(**cascade: object) -> Config:
@@ -128,7 +126,6 @@ def test_input_that_stops_mid_flush_is_drained_to_the_end(tmp_path: Path) -> Non
 FLUSH_DAY_START, FLUSH_DAY_END = 1737936000000, 1738022400000  # 2025-01-27 00:00 and 2025-01-28 00:00 UTC
 
 
-@pytest.mark.skipif(not SHARED_CSV.exists(), reason="the shared real-data CSV is not beside this checkout")
 def test_quiet_sessions_of_the_real_csv_fire_nothing(tmp_path: Path) -> None:
     script = load_script()
     seen: set[tuple[str, ...]] = set()

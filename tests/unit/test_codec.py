@@ -46,8 +46,8 @@ def test_event_round_trip_is_exact(event):
 @given(st.builds(
     Alert, alert_id=text, type=text, severity=st.sampled_from(["info", "warning", "critical"]), base=text,
     venues=st.lists(text, max_size=3).map(tuple), ts=ms, emitted_ts=ms, window_start=ms, window_end=ms,
-    metrics=st.dictionaries(text, st.integers() | st.floats(allow_nan=False, allow_infinity=False) | text,
-                            max_size=5),
+    metrics=st.dictionaries(
+        text, st.integers(-(2**53), 2**53) | st.floats(allow_nan=False, allow_infinity=False) | text, max_size=5),
     message=st.text(max_size=50)))
 def test_alert_round_trip(alert):
     assert decode_alert(encode_alert(alert)) == alert
