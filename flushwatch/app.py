@@ -17,6 +17,7 @@ import socket
 from collections.abc import Iterator, Sequence
 from importlib import resources
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import Protocol
 
 from flushwatch.broker import EmbeddedBroker
@@ -170,7 +171,9 @@ async def _run_roles(config: Config, options: RunOptions, metrics: Metrics, stop
                 server = ReplayServer(lines, ADAPTERS[venue](symbols=[]), speed=options.speed)
                 await server.start()
                 replays.append(server)
-                config = _with_venue_urls(config, venue, f"{server.ws_url}/market", server.http_url,
+                # the venue's own URL path, on the local server: what a live connection would ask for
+                ws_path = urlsplit(ADAPTERS[venue].default_ws_url).path
+                config = _with_venue_urls(config, venue, f"{server.ws_url}{ws_path}", server.http_url,
                                           _replay_symbols(lines))
                 adapters[venue] = create_adapter(venue, config)
                 log.info("replaying %d %s frames from %s at speed %s", len(lines), venue,

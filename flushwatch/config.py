@@ -112,10 +112,60 @@ class BinanceConfig(_Section):
     )
 
 
+class VenueConfig(_Section):
+    """Settings every venue has. URLs left unset use the adapter's documented defaults."""
+
+    enabled: bool = Field(False, description="Ingest this venue.")
+    symbols: list[str] = Field(default_factory=list, description="Venue-native symbols to subscribe.")
+    top_n_by_oi: int | None = Field(
+        None, ge=1, description="Instead of (or on top of) symbols: the N instruments with the largest OI."
+    )
+    ws_url: str | None = Field(None, description="Websocket URL; unset uses the venue's public endpoint.")
+    rest_url: str | None = Field(None, description="REST base URL; unset uses the venue's public endpoint.")
+    stale_after_s: float = Field(30.0, gt=0, description="Reconnect after this long without any frame.")
+
+
+class BybitConfig(VenueConfig):
+    """Bybit v5 linear (USDT/USDC perpetuals)."""
+
+    symbols: list[str] = Field(default_factory=lambda: ["BTCUSDT", "ETHUSDT", "SOLUSDT"])
+
+
+class OkxConfig(VenueConfig):
+    """OKX v5 swaps (linear and inverse)."""
+
+    symbols: list[str] = Field(default_factory=lambda: ["BTC-USDT-SWAP", "ETH-USDT-SWAP", "SOL-USDT-SWAP"])
+    instruments_refresh_s: float = Field(3600.0, gt=0, description="Refresh of contract sizes (ctVal).")
+
+
+class BitmexConfig(VenueConfig):
+    """BitMEX perpetuals (XBTUSD is inverse: sizes in USD)."""
+
+    symbols: list[str] = Field(default_factory=lambda: ["XBTUSD", "ETHUSD", "SOLUSDT"])
+
+
+class DeribitConfig(VenueConfig):
+    """Deribit perpetuals (liquidations are trades carrying the liquidation flag)."""
+
+    symbols: list[str] = Field(default_factory=lambda: ["BTC-PERPETUAL", "ETH-PERPETUAL"])
+    heartbeat_s: int = Field(30, ge=10, description="public/set_heartbeat interval.")
+
+
+class HyperliquidConfig(VenueConfig):
+    """Hyperliquid perpetuals (no public liquidation stream)."""
+
+    symbols: list[str] = Field(default_factory=lambda: ["BTC", "ETH", "SOL"])
+
+
 class VenuesConfig(_Section):
     """Per-venue settings."""
 
     binance: BinanceConfig = Field(default_factory=BinanceConfig)
+    bybit: BybitConfig = Field(default_factory=BybitConfig)
+    okx: OkxConfig = Field(default_factory=OkxConfig)
+    bitmex: BitmexConfig = Field(default_factory=BitmexConfig)
+    deribit: DeribitConfig = Field(default_factory=DeribitConfig)
+    hyperliquid: HyperliquidConfig = Field(default_factory=HyperliquidConfig)
 
 
 class IngestConfig(_Section):

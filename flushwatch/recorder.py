@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from flushwatch.app import wait_first
 from flushwatch.config import Config
@@ -83,7 +84,8 @@ async def serve_replay(files: Sequence[str], speed: float, port: int, exit_when_
                                   port=port + index if port else 0)
             await server.start()
             servers.append(server)
-            print(f"{venue}: {len(lines)} frames; FLUSHWATCH_VENUES__{venue.upper()}__WS_URL={server.ws_url}/market "
+            ws_path = urlsplit(ADAPTERS[venue].default_ws_url).path
+            print(f"{venue}: {len(lines)} frames; FLUSHWATCH_VENUES__{venue.upper()}__WS_URL={server.ws_url}{ws_path} "
                   f"FLUSHWATCH_VENUES__{venue.upper()}__REST_URL={server.http_url}", flush=True)
         if not servers:
             raise ConfigError("the recordings hold no frames of a known venue")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from typing import Any
 
 from flushwatch.events import MarketEvent
 
@@ -88,6 +89,13 @@ class VenueAdapter(ABC):
         self.symbols = list(symbols)
         self.ws_url = ws_url or self.default_ws_url
         self.rest_url = rest_url or self.default_rest_url
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> VenueAdapter:
+        """Build from the venue's config section (``venues.<name>``); venues with more settings override."""
+        adapter = cls(list(cfg.symbols), cfg.ws_url, cfg.rest_url)
+        adapter.stale_after_s = float(cfg.stale_after_s)
+        return adapter
 
     @abstractmethod
     def ws_connections(self) -> list[WsConnectionPlan]:

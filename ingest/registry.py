@@ -15,6 +15,6 @@ ADAPTERS: dict[str, type[VenueAdapter]] = {
 
 def create_adapter(venue: str, config: Config) -> VenueAdapter:
     """Build the adapter for ``venue`` from its config section; raises KeyError for an unknown venue."""
-    if venue == BinanceUsdmAdapter.venue:
-        return BinanceUsdmAdapter.from_config(config.venues.binance)
-    raise KeyError(f"unknown venue {venue!r}; known: {', '.join(sorted(ADAPTERS))}")
+    if venue not in ADAPTERS:
+        raise KeyError(f"unknown venue {venue!r}; known: {', '.join(sorted(ADAPTERS))}")
+    return ADAPTERS[venue].from_config(getattr(config.venues, venue))
