@@ -17,8 +17,8 @@ import socket
 from collections.abc import Iterator, Sequence
 from importlib import resources
 from pathlib import Path
-from urllib.parse import urlsplit
 from typing import Protocol
+from urllib.parse import urlsplit
 
 from flushwatch.broker import EmbeddedBroker
 from flushwatch.config import Config
