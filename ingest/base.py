@@ -18,7 +18,7 @@ from typing import Any
 
 from flushwatch.events import MarketEvent
 
-__all__ = ["ParseResult", "Reject", "RestPoll", "VenueAdapter", "WsConnectionPlan"]
+__all__ = ["ControlAction", "ParseResult", "Reject", "RestPoll", "VenueAdapter", "WsConnectionPlan"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +55,16 @@ class WsConnectionPlan:
     name: str
     url: str
     subscribe: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ControlAction:
+    """What the driver must do on a frame, beyond queueing it: answer the venue (Deribit's
+    ``test_request``, Hyperliquid pings) or replace the connection now because the venue announced a
+    disconnect (OKX notice 64008)."""
+
+    replies: tuple[str, ...] = ()
+    rotate: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +129,11 @@ class VenueAdapter(ABC):
 
     def reset_connection_state(self, connection: str) -> None:
         """Called by the driver when a connection is replaced; drop per-connection protocol state."""
+
+    def control(self, frame: str) -> ControlAction | None:
+        """Called by the driver for every frame before it is queued; must be cheap (a substring test
+        first). Return None for ordinary frames."""
+        return None
 
     def replay_replies(self, client_message: str) -> list[str]:
         """The replay server's side of the protocol: what the venue would answer to a client message

@@ -42,7 +42,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from websockets.asyncio.client import connect as ws_connect
@@ -71,7 +71,7 @@ log = logging.getLogger(__name__)
 #: regular frames (``!markPrice@arr`` with every symbol) are well under 1 MiB.
 DEFAULT_MAX_FRAME_BYTES = 8 * 1024 * 1024
 #: Every value the ``reason`` label of ``flushwatch_reconnects`` can take.
-REASONS = ("closed", "error", "stale", "rotation", "protocol")
+REASONS = ("closed", "error", "stale", "rotation", "notice", "protocol")
 
 _PROTOCOL_CLOSE_CODES = frozenset(
     {
@@ -150,6 +150,8 @@ class _Conn:
     in_put: bool = False
     frames: int = 0
     closed: bool = False
+    #: set when the venue announced a disconnect: replace the connection now (make-before-break)
+    rotate_now: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,8 +326,7 @@ class ConnectionDriver:
                 ping, max_age = self.adapter.app_ping_message, self.adapter.max_connection_age_s
                 if ping is not None:
                     tasks.append(tg.create_task(self._guard(self._keepalive(conn, ping))))
-                if max_age is not None:
-                    tasks.append(tg.create_task(self._guard(self._rotate(conn, max_age))))
+                tasks.append(tg.create_task(self._guard(self._rotate(conn, max_age))))
                 await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
                 for task in tasks:
                     task.cancel()
@@ -354,11 +355,21 @@ class ConnectionDriver:
     async def _read(self, conn: _Conn) -> _End:
         while True:
             frame = await conn.ws.recv()
-            await self._deliver(conn, frame)
+            recv_ts = self._wall_ms()
+            text = self._as_text(frame)
+            action = self.adapter.control(text)
+            if action is not None:
+                for reply in action.replies:
+                    await conn.ws.send(reply)
+                if action.rotate and not conn.rotate_now.is_set():
+                    log.warning("ws %s: the venue announced a disconnect; replacing connection #%d now",
+                                self._label, conn.number)
+                    conn.rotate_now.set()
+            await self._deliver(conn, text, recv_ts)
 
-    async def _deliver(self, conn: _Conn, frame: str | bytes) -> None:
+    async def _deliver(self, conn: _Conn, frame: str | bytes, recv_ts: int | None = None) -> None:
         """Queue one frame as received; waiting for queue space is backpressure, not silence."""
-        recv_ts = self._wall_ms()
+        recv_ts = self._wall_ms() if recv_ts is None else recv_ts
         conn.last_activity = self._clock()
         self._metrics.staleness.touch(self.venue, self._stream_label)
         line = RecordLine(recv_ts, self.venue, "ws", self.plan.url, self._as_text(frame))
@@ -401,13 +412,17 @@ class ConnectionDriver:
             await conn.ws.send(message)
             self.app_pings += 1
 
-    async def _rotate(self, conn: _Conn, max_age_s: float) -> _End:
-        """At ``max_age_s``, open and subscribe a replacement and wait for its first frame."""
+    async def _rotate(self, conn: _Conn, max_age_s: float | None) -> _End:
+        """At ``max_age_s`` (or when the venue announces a disconnect), open and subscribe a replacement
+        and wait for its first frame."""
         attempt = 0
         while True:
-            remaining = conn.opened_at + max_age_s - self._clock()
-            if remaining > 0:
-                await asyncio.sleep(remaining)
+            remaining = None if max_age_s is None else conn.opened_at + max_age_s - self._clock()
+            if remaining is None or remaining > 0:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(remaining):
+                        await conn.rotate_now.wait()
+            reason = "notice" if conn.rotate_now.is_set() else "rotation"
             log.info("ws %s: rotating connection #%d at age %.1f s (planned, before the venue's forced "
                      "disconnect)", self._label, conn.number, self._clock() - conn.opened_at)
             try:
@@ -439,7 +454,7 @@ class ConnectionDriver:
             except BaseException:
                 await self._close(new)
                 raise
-            return _End("rotation", f"replaced by connection #{new.number}", replacement=new)
+            return _End(reason, f"replaced by connection #{new.number}", replacement=new)
 
     async def _close(self, conn: _Conn) -> None:
         if conn.closed:

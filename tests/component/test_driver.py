@@ -25,7 +25,7 @@ from websockets.exceptions import ConnectionClosed
 from flushwatch.metrics import Metrics
 from flushwatch.recording import RecordLine
 from ingest.backoff import Backoff
-from ingest.base import ParseResult, VenueAdapter, WsConnectionPlan
+from ingest.base import ControlAction, ParseResult, VenueAdapter, WsConnectionPlan
 from ingest.driver import ConnectionDriver, websockets_connector
 
 VENUE = "tiny"
@@ -426,3 +426,45 @@ async def test_full_queue_stops_reading_and_loses_nothing() -> None:
             assert not driver.reconnects
     assert lines[0].data == '{"result": null, "id": 1}'
     assert [line.data for line in lines[1:]] == [f"frame-{n:04d}" for n in range(total)]
+
+
+class NoticeAdapter(TinyAdapter):
+    """Answers the venue's heartbeat requests and rotates on its disconnect notice (as OKX and Deribit
+    require), through the adapter's ``control`` hook."""
+
+    def control(self, frame: str) -> ControlAction | None:
+        if "test_request" in frame:
+            return ControlAction(replies=('{"op":"test_reply"}',))
+        if "going_away" in frame:
+            return ControlAction(rotate=True)
+        return None
+
+
+async def test_venue_notice_rotates_now_and_heartbeat_requests_are_answered() -> None:
+    async def script(server: VenueServer, ws: ServerConnection, conn: int) -> None:
+        await server.subscribe_phase(ws, conn, count=1)
+        await ws.send('{"type":"test_request"}')
+        reply = json.loads(await ws.recv())
+        await server.record(conn, "reply", reply["op"])
+        if conn == 1:
+            await ws.send('{"event":"notice","msg":"going_away in 60 s"}')
+        n = 0
+        while True:
+            n += 1
+            await ws.send(json.dumps({"conn": conn, "n": n}))
+            await asyncio.sleep(0.02)
+
+    metrics = Metrics()
+    out: asyncio.Queue[RecordLine] = asyncio.Queue(maxsize=10_000)
+    async with VenueServer(script) as server:
+        adapter = NoticeAdapter(server.url, subscribe=SUBSCRIBES[:1])
+        driver = make_driver(adapter, out, metrics)
+        async with running(driver):
+            await server.wait_for(lambda: bool(server.events("close", 1)))
+            await eventually(lambda: driver.reconnects["notice"] >= 1)
+    assert reconnects(metrics, "notice") == 1
+    assert [s.detail for s in server.events("reply")][:2] == ["test_reply", "test_reply"]
+    # make-before-break: the replacement was subscribed and sending before the old one closed
+    assert server.first("open", 2).t < server.first("subscribe", 2).t < server.first("close", 1).t
+    assert server.first("close", 1).detail == "1000"
+    assert set(driver.reconnects) == {"notice"}
