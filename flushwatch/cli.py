@@ -91,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     record.add_argument("--venue", required=True, help="venue to record (see `flushwatch venues`)")
     record.add_argument("--out", required=True, metavar="FILE", help="output recording")
     record.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
+    record.add_argument("--max-frames", type=int, metavar="N", help="stop after N lines (frames and responses)")
 
     replay = sub.add_parser("replay", help="serve recordings as local venue servers",
                             description="Serve recorded frames over a local websocket server speaking the "
@@ -182,7 +183,7 @@ def cmd_record(args: argparse.Namespace) -> int:
     from flushwatch.recorder import record  # noqa: PLC0415
 
     config = _load(args)
-    return asyncio.run(record(config, args.venue, Path(args.out), args.duration))
+    return asyncio.run(record(config, args.venue, Path(args.out), args.duration, args.max_frames))
 
 
 def cmd_replay(args: argparse.Namespace) -> int:

@@ -24,14 +24,16 @@ __all__ = ["record", "serve_replay"]
 log = logging.getLogger("flushwatch.record")
 
 
-async def record(config: Config, venue: str, out: Path, duration_s: float | None) -> int:
-    """Record a venue's start-up REST responses, polls and websocket frames until stopped."""
+async def record(config: Config, venue: str, out: Path, duration_s: float | None,
+                 max_frames: int | None = None, stop: asyncio.Event | None = None) -> int:
+    """Record a venue's start-up REST responses, polls and websocket frames until stopped (signal,
+    ``duration_s`` or ``max_frames`` lines written)."""
     if venue not in ADAPTERS:
         raise ConfigError(f"unknown venue {venue!r}; known: {', '.join(sorted(ADAPTERS))}")
     adapter = create_adapter(venue, config)
     metrics = Metrics()
     queue: asyncio.Queue[RecordLine] = asyncio.Queue(maxsize=config.ingest.queue_size)
-    stop = asyncio.Event()
+    stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     import signal  # noqa: PLC0415
 
@@ -46,6 +48,9 @@ async def record(config: Config, venue: str, out: Path, duration_s: float | None
             while True:
                 line = await queue.get()
                 writer.write(line)
+                if max_frames is not None and writer.lines >= max_frames:
+                    stop.set()
+                    return
                 if writer.lines % 1000 == 0:
                     writer.flush()
                     log.info("%d frames recorded", writer.lines)
@@ -57,9 +62,9 @@ async def record(config: Config, venue: str, out: Path, duration_s: float | None
                 async with asyncio.timeout(duration_s):
                     await stop.wait()
             sources.cancel()
-            while not queue.empty():
-                writer.write(queue.get_nowait())
             writer_task.cancel()
+            while not queue.empty() and (max_frames is None or writer.lines < max_frames):
+                writer.write(queue.get_nowait())
         log.info("recorded %d frames in %.0f s to %s", writer.lines, time.monotonic() - started, out)
     return 0
 
