@@ -82,11 +82,19 @@ def _replay_symbols(lines: Sequence[RecordLine]) -> list[str]:
     return sorted(found)
 
 
-def _with_venue_urls(config: Config, venue: str, ws_url: str, rest_url: str, symbols: list[str]) -> Config:
+def _for_replay(config: Config, venue: str, ws_url: str, rest_url: str, symbols: list[str],
+                speed: float) -> Config:
+    """Point a venue at the local replay server. Pollers run ``speed`` times faster too, so a replay at
+    10x polls at the recorded cadence and sees the recorded REST responses (open interest) in timeline
+    order; at speed 0 (as fast as possible) polls see only the responses current when they happen."""
     section = getattr(config.venues, venue)
-    section = section.model_copy(update={"ws_url": ws_url, "rest_url": rest_url, "symbols": symbols,
-                                         "enabled": True})
-    venues = config.venues.model_copy(update={venue: section})
+    update: dict[str, object] = {"ws_url": ws_url, "rest_url": rest_url, "enabled": True}
+    if symbols:  # else keep the configured ones: the replay server sends every recorded frame anyway
+        update["symbols"] = symbols
+    if speed > 0 and hasattr(section, "oi_poll_interval_s"):
+        update["oi_poll_interval_s"] = section.oi_poll_interval_s / speed
+        update["rest_weight_budget_per_min"] = max(1, int(section.rest_weight_budget_per_min * speed))
+    venues = config.venues.model_copy(update={venue: section.model_copy(update=update)})
     return config.model_copy(update={"venues": venues})
 
 
@@ -173,11 +181,14 @@ async def _run_roles(config: Config, options: RunOptions, metrics: Metrics, stop
                 replays.append(server)
                 # the venue's own URL path, on the local server: what a live connection would ask for
                 ws_path = urlsplit(ADAPTERS[venue].default_ws_url).path
-                config = _with_venue_urls(config, venue, f"{server.ws_url}{ws_path}", server.http_url,
-                                          _replay_symbols(lines))
+                config = _for_replay(config, venue, f"{server.ws_url}{ws_path}", server.http_url,
+                                     _replay_symbols(lines), options.speed)
                 adapters[venue] = create_adapter(venue, config)
-                log.info("replaying %d %s frames from %s at speed %s", len(lines), venue,
-                         ", ".join(options.replay), options.speed or "max")
+                span_s = (lines[-1].recv_ts - lines[0].recv_ts) / 1000 if lines else 0.0
+                log.info("replaying %d %s frames (%.0f s of recording) from %s at speed %s%s", len(lines),
+                         venue, span_s, ", ".join(options.replay), options.speed or "max",
+                         f": about {span_s / options.speed:.0f} s; --speed 0 replays as fast as possible"
+                         if options.speed else "")
             if not adapters:
                 raise ConfigError("the recordings hold no frames of a known venue")
         else:

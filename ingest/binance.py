@@ -224,6 +224,7 @@ class BinanceUsdmAdapter(VenueAdapter):
         self._last_mark: dict[str, Decimal] = {}
         self._last_mark_ts: dict[str, int] = {}
         self._last_funding: dict[str, tuple[int, Decimal]] = {}
+        self._last_oi_ts: dict[str, int] = {}
         self.funding_min_interval_ms = int(funding_min_interval_s * 1000)
         self._liquidations_seen: OrderedDict[LiquidationKey, None] = OrderedDict()
         self._last_agg_id: dict[str, int] = {}
@@ -626,6 +627,13 @@ class BinanceUsdmAdapter(VenueAdapter):
         symbol, info = self._symbol(data.get("symbol", query_symbol), "symbol")
         oi = _num(data.get("openInterest"), "openInterest")
         ts = _ts(data.get("time"), "time")
+        # a response no newer than the last one (a replay server answering two polls with the same
+        # recorded response) carries no new information
+        last = self._last_oi_ts.get(symbol)
+        if last is not None and ts <= last:
+            result.duplicates += 1
+            return
+        self._last_oi_ts[symbol] = ts
         mark = self._last_mark.get(symbol)
         result.events.append(
             OpenInterest(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import io
+import sys
 from pathlib import Path
 
 import orjson
@@ -71,3 +72,38 @@ async def test_replayed_pipeline_emits_the_backtest_alerts(broker, topic_prefix,
     assert sorted(dict(d.headers)["fw-kind"] for d in dead) == [b"malformed_json", b"non_finite"]
     assert all(dict(d.headers)["fw-venue"] == b"binance" for d in dead)
     assert dead[0].value.startswith(b'{"stream":"!forceOrder@arr"')
+
+
+def _synthetic(tmp_path: Path, lines: int) -> Path:
+    import importlib.util  # noqa: PLC0415
+
+    script = Path(__file__).resolve().parents[2] / "bench" / "make_recordings.py"
+    spec = importlib.util.spec_from_file_location("make_recordings", script)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["make_recordings"] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    out = tmp_path / "synthetic.jsonl"
+    module.main(["synthetic", str(lines), str(out)])
+    return out
+
+
+async def test_replay_polls_recorded_open_interest_through_the_rest_path(broker, topic_prefix, tmp_path):
+    recording = _synthetic(tmp_path, 4000)
+    recorded = [line for line in read_recording(recording) if isinstance(line, RecordLine)]
+    rest = [orjson.loads(line.data) for line in recorded if line.kind == "rest"]
+    assert rest, "the synthetic recording holds open-interest polls"
+    config = kafka_config(broker.bootstrap, topic_prefix, sink={"stdout": False})
+    options = RunOptions(roles=frozenset({"ingest", "process", "sink"}), replay=(str(recording),), speed=5)
+    metrics = Metrics()
+    async with asyncio.timeout(90):
+        assert await run_service(config, options, metrics) == 0
+    produced = metrics.registry.get_sample_value("flushwatch_events_total",
+                                                 {"venue": "binance", "type": "open_interest"})
+    assert produced is not None and produced >= len({r["symbol"] for r in rest})
+    records = await read_all(broker.bootstrap, Topics(topic_prefix).market("open_interest"), expect=int(produced))
+    events = [orjson.loads(r.value) for r in records]
+    recorded_values = {(r["symbol"], r["openInterest"].rstrip("0").rstrip("."), r["time"]) for r in rest}
+    assert {(e["symbol"], e["oi_qty"], e["ts"]) for e in events} <= recorded_values
+    assert {e["symbol"] for e in events} == {r["symbol"] for r in rest}
+    assert all(e["oi_usd"] is not None for e in events[len(rest) // 2:])  # valued once marks arrived

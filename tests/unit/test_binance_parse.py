@@ -132,7 +132,11 @@ def test_sample_mark_price_and_open_interest() -> None:
         recv_ts=RECV, rate=D("0.00038167"), interval_h=8, next_funding_ts=1562306400000,
         mark_price=D("11794.15000000"), index_price=D("11784.62659091"),
     )
-    after = one(ad.parse_rest("https://fapi.binance.com/fapi/v1/openInterest?symbol=BTCUSDT", oi_line, RECV))
+    # the same response again (a replay answering two polls with one recorded body) is a duplicate
+    again = ad.parse_rest("/fapi/v1/openInterest?symbol=BTCUSDT", oi_line, RECV)
+    assert (again.events, again.duplicates) == ([], 1)
+    newer = oi_line.replace("1589437530011", "1589437540011")
+    after = one(ad.parse_rest("https://fapi.binance.com/fapi/v1/openInterest?symbol=BTCUSDT", newer, RECV))
     assert isinstance(after, OpenInterest)
     assert after.oi_qty == D("10659.509")
     assert after.oi_usd == D("10659.509") * D("11794.15")
