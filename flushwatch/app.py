@@ -151,7 +151,8 @@ async def run_service(config: Config, options: RunOptions, metrics: Metrics | No
     ops: OpsServer | None = None
     try:
         if config.kafka.create_topics:
-            await create_topics(config.kafka, Topics(config.kafka.topic_prefix).all, bootstrap)
+            topics = Topics(config.kafka.topic_prefix)
+            await create_topics(config.kafka, topics.all, bootstrap, compacted=topics.compacted)
         ready_parts: dict[str, asyncio.Event] = {}
         if config.metrics.enabled:
             ops = OpsServer(metrics.registry, config.metrics.host, config.metrics.port,
@@ -205,7 +206,7 @@ async def _run_roles(config: Config, options: RunOptions, metrics: Metrics, stop
                 ingest = IngestService(config, metrics, adapters, producer, recorder)
                 stages.append((ingest, group.create_task(ingest.run(stop), name="ingest")))
             if "process" in options.roles:
-                processor = ProcessorService(config, metrics, build_detectors(config), producer, bootstrap)
+                processor = ProcessorService(config, metrics, lambda: build_detectors(config), producer, bootstrap)
                 ready_parts["processor assigned"] = processor.ready
                 stages.append((processor, group.create_task(processor.run(stop), name="process")))
             if "sink" in options.roles:

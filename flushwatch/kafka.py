@@ -47,8 +47,10 @@ def client_kwargs(cfg: KafkaConfig, bootstrap: str | None = None) -> dict[str, A
     return kwargs
 
 
-async def create_topics(cfg: KafkaConfig, topics: Sequence[str], bootstrap: str | None = None) -> list[str]:
-    """Create the topics that do not exist yet; returns the ones created."""
+async def create_topics(cfg: KafkaConfig, topics: Sequence[str], bootstrap: str | None = None,
+                        compacted: Sequence[str] = ()) -> list[str]:
+    """Create the topics that do not exist yet (``compacted`` ones with ``cleanup.policy=compact``);
+    returns the ones created."""
     admin = AIOKafkaAdminClient(**client_kwargs(cfg, bootstrap), client_id=f"{cfg.client_id}-admin")
     await admin.start()
     try:
@@ -57,7 +59,8 @@ async def create_topics(cfg: KafkaConfig, topics: Sequence[str], bootstrap: str 
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):  # another instance won the race: fine
                 await admin.create_topics([
-                    NewTopic(name=t, num_partitions=cfg.partitions, replication_factor=cfg.replication_factor)
+                    NewTopic(name=t, num_partitions=cfg.partitions, replication_factor=cfg.replication_factor,
+                             topic_configs={"cleanup.policy": "compact"} if t in compacted else None)
                     for t in missing
                 ])
             log.info("created topics %s with %d partitions", ", ".join(missing), cfg.partitions)
@@ -109,19 +112,22 @@ class Producer:
         await self._producer.start()
 
     async def send(self, topic: str, value: bytes, key: bytes | None = None,
-                   headers: list[tuple[str, bytes]] | None = None, timestamp_ms: int | None = None) -> None:
-        """Queue one record. Waits (backpressure) when too many are in flight or the buffer is full."""
+                   headers: list[tuple[str, bytes]] | None = None, timestamp_ms: int | None = None,
+                   partition: int | None = None) -> asyncio.Future[Any]:
+        """Queue one record; returns the future of its RecordMetadata. Waits (backpressure) when too many
+        are in flight or the buffer is full."""
         await self._room.acquire()
         started = time.perf_counter()
         try:
             future = await self._producer.send(topic, value=value, key=key, headers=headers,
-                                               timestamp_ms=timestamp_ms)
+                                               timestamp_ms=timestamp_ms, partition=partition)
         except Exception:
             self._room.release()
             self._failed(topic, "send")
             raise
         self._in_flight.add(future)
         future.add_done_callback(lambda f: self._done(f, topic, started))
+        return future  # type: ignore[no-any-return]
 
     def _done(self, future: asyncio.Future[Any], topic: str, started: float) -> None:
         self._in_flight.discard(future)

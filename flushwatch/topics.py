@@ -46,6 +46,21 @@ class Topics:
         return f"{self.prefix}fw.dlq"
 
     @property
+    def processor_state(self) -> str:
+        """Compacted changelog of processor state, keyed ``<group>/<partition>``."""
+        return f"{self.prefix}fw.processor_state"
+
+    @property
+    def liquidation_clusters(self) -> str:
+        """Compacted liquidation-cluster snapshots, keyed by base asset."""
+        return f"{self.prefix}fw.liquidation_clusters"
+
+    @property
+    def compacted(self) -> list[str]:
+        """Topics whose newest value per key is what matters."""
+        return [self.processor_state, self.liquidation_clusters]
+
+    @property
     def all(self) -> list[str]:
         """Every topic to create at start-up."""
-        return [*self.market_topics, self.alerts, self.dlq]
+        return [*self.market_topics, self.alerts, self.dlq, *self.compacted]

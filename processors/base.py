@@ -37,3 +37,8 @@ class Detector(ABC):
     @abstractmethod
     def restore(self, snapshot: dict[str, Any]) -> None:
         """Replace the state with one taken by :meth:`snapshot`."""
+
+    def publish(self, now_ms: int) -> list[tuple[str, dict[str, Any]]]:
+        """Periodic ``(key, document)`` snapshots for dashboards (e.g. liquidation clusters), produced by
+        the runtime to the detector's compacted topic. Most detectors publish nothing."""
+        return []

@@ -94,7 +94,7 @@ async def test_replay_polls_recorded_open_interest_through_the_rest_path(broker,
     rest = [orjson.loads(line.data) for line in recorded if line.kind == "rest"]
     assert rest, "the synthetic recording holds open-interest polls"
     config = kafka_config(broker.bootstrap, topic_prefix, sink={"stdout": False})
-    options = RunOptions(roles=frozenset({"ingest", "process", "sink"}), replay=(str(recording),), speed=5)
+    options = RunOptions(roles=frozenset({"ingest", "process", "sink"}), replay=(str(recording),), speed=20)
     metrics = Metrics()
     async with asyncio.timeout(90):
         assert await run_service(config, options, metrics) == 0

@@ -59,7 +59,7 @@ def liquidation(base: str, i: int) -> Liquidation:
 async def test_processor_consumes_detects_produces_and_commits(broker, topic_prefix):
     config = kafka_config(broker.bootstrap, topic_prefix)
     topics = Topics(topic_prefix)
-    await create_topics(config.kafka, topics.all)
+    await create_topics(config.kafka, topics.all, compacted=topics.compacted)
     events = [liquidation(base, i) for i in range(9) for base in ("BTC", "ETH")]
     await produce(broker.bootstrap, topics.market("liquidation"),
                   [(e.base.encode(), encode_event(e)) for e in events] + [(b"BTC", b"{not json")])
@@ -67,8 +67,7 @@ async def test_processor_consumes_detects_produces_and_commits(broker, topic_pre
     metrics = Metrics()
     producer = Producer(config.kafka, metrics)
     await producer.start()
-    detector = EveryThird()
-    service = ProcessorService(config, metrics, [detector], producer)
+    service = ProcessorService(config, metrics, lambda: [EveryThird()], producer)
     service.request_drain()
     try:
         async with asyncio.timeout(30):
