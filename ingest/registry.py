@@ -5,11 +5,18 @@ from __future__ import annotations
 from flushwatch.config import Config
 from ingest.base import VenueAdapter
 from ingest.binance import BinanceUsdmAdapter
+from ingest.bitmex import BitmexAdapter
+from ingest.bybit import BybitLinearAdapter
+from ingest.deribit import DeribitAdapter
+from ingest.hyperliquid import HyperliquidAdapter
+from ingest.okx import OkxSwapAdapter
 
 __all__ = ["ADAPTERS", "create_adapter"]
 
 ADAPTERS: dict[str, type[VenueAdapter]] = {
-    BinanceUsdmAdapter.venue: BinanceUsdmAdapter,
+    adapter.venue: adapter
+    for adapter in (BinanceUsdmAdapter, BybitLinearAdapter, OkxSwapAdapter, BitmexAdapter, DeribitAdapter,
+                    HyperliquidAdapter)
 }
 
 
