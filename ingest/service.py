@@ -36,14 +36,27 @@ async def run_sources(adapters: Mapping[str, VenueAdapter], queue: asyncio.Queue
     async with asyncio.TaskGroup() as group:
         for venue, adapter in adapters.items():
             budget = _weight_budget(config, venue)
+            await _startup(adapter, queue, metrics, budget, backoff)
             poller = RestPoller(adapter, queue, metrics, weight_budget_per_min=budget, backoff=backoff)
-            await poller.fetch_startup()
             for plan in adapter.ws_connections():
                 driver = ConnectionDriver(adapter, plan, queue, metrics, backoff=backoff,
                                           stable_after_s=config.ingest.reconnect.stable_after_s)
                 group.create_task(driver.run(), name=f"ws:{venue}:{plan.name}")
             if adapter.rest_polls():
                 group.create_task(poller.run(startup=False), name=f"rest:{venue}")
+
+
+async def _startup(adapter: VenueAdapter, queue: asyncio.Queue[RecordLine], metrics: Metrics, budget: int,
+                   backoff: Backoff) -> None:
+    """Fetch the start-up metadata and let the adapter read it *before* it plans its connections (which
+    instruments exist, contract sizes, the top N by open interest), then pass the responses on so they
+    are recorded and reach the pipeline like every other frame (parsing them twice is harmless)."""
+    staged: asyncio.Queue[RecordLine] = asyncio.Queue(maxsize=max(1, len(adapter.startup_requests())))
+    await RestPoller(adapter, staged, metrics, weight_budget_per_min=budget, backoff=backoff).fetch_startup()
+    while not staged.empty():
+        line = staged.get_nowait()
+        adapter.parse_rest(line.endpoint, line.data, line.recv_ts)
+        await queue.put(line)
 
 
 def _weight_budget(config: Config, venue: str) -> int:
@@ -105,7 +118,8 @@ class IngestService:
     async def _consume(self) -> None:
         while True:
             line = await self._queue.get()
-            self._last_frame = time.monotonic()
+            if line.kind == "ws":  # pollers keep polling a finished replay; only the stream matters
+                self._last_frame = time.monotonic()
             self._metrics.queue_depth.labels("ingest").set(self._queue.qsize())
             try:
                 await self.pipeline.handle(line)
