@@ -16,10 +16,10 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from flushwatch.errors import ConfigError
 
@@ -149,6 +149,8 @@ class DeribitConfig(VenueConfig):
 
     symbols: list[str] = Field(default_factory=lambda: ["BTC-PERPETUAL", "ETH-PERPETUAL"])
     heartbeat_s: int = Field(30, ge=10, description="public/set_heartbeat interval.")
+    stale_after_s: float = Field(60.0, gt=0, description="Reconnect after this long without any frame "
+                                 "(longer than heartbeat_s, so a quiet feed's heartbeat arrives first).")
 
 
 class HyperliquidConfig(VenueConfig):
@@ -203,10 +205,159 @@ class CascadeConfig(_Section):
     )
 
 
+class OiFlushThresholds(_Section):
+    """Per-asset thresholds of the ``oi_flush`` detector (the section's values, or ``[oi_flush.assets.<BASE>]``).
+
+    OI is in USD summed over the fresh venues of a base; percentages are of that sum; times are seconds of
+    event time.
+    """
+
+    window_s: float = Field(14_400.0, gt=0, description="W: look-back of the rolling OI peak (seconds).")
+    drop_pct: float = Field(
+        8.0, gt=0, lt=100, description="X: oi_flush when OI is this % below its peak of the last window_s."
+    )
+    critical_drop_pct: float = Field(
+        15.0, gt=0, lt=100, description="A flush at least this deep (%) is critical; shallower ones warning."
+    )
+    rebuild_pct: float = Field(
+        50.0, gt=0, le=100, description="R: oi_rebuild when OI won back this % of the flushed amount (peak - trough)."
+    )
+    rebuild_within_s: float = Field(
+        86_400.0, gt=0,
+        description="T: a rebuild counts within this long after the trough (seconds); after it the episode closes.",
+    )
+    hold_band_pct: float = Field(
+        3.0, gt=0, description="Holding band: OI within ± this % of the trough the hold started at."
+    )
+    hold_s: float = Field(
+        43_200.0, gt=0, description="T_hold: leverage_reset_holding once OI stayed in the band this long (seconds)."
+    )
+    hold_price_range_pct: float = Field(
+        4.0, gt=0,
+        description="...while price traded within a (high - low) / low range of at most this % (price stable).",
+    )
+    stale_after_s: float = Field(
+        120.0, gt=0, description="A venue instrument's OI older than this (seconds) is stale and left out of the sum."
+    )
+    min_coverage_pct: float = Field(
+        50.0, gt=0, le=100,
+        description="Compare two moments only on the feeds fresh at both, and only if those hold this % of the "
+        "OI known at each moment (stale feeds' last values included).",
+    )
+    sample_s: float = Field(
+        60.0, gt=0, description="Granularity of the OI history kept for the rolling peak (seconds)."
+    )
+
+
+class OiFlushConfig(OiFlushThresholds):
+    """OI flush and rebuild detector (DESIGN.md §6). See processors/oi_flush.py for the exact rules."""
+
+    assets: dict[str, OiFlushThresholds] = Field(
+        default_factory=dict,
+        description="Per-asset overrides, e.g. [oi_flush.assets.ETH] drop_pct = 10; unset keys keep the values above.",
+    )
+
+
+class FundingThresholds(_Section):
+    """Per-asset thresholds of the ``funding`` detector. Funding in percent per 8 hours (the venues' display
+    convention: the 0.01 %/8h interest baseline), computed from the hourly OI-weighted rate; times in seconds."""
+
+    stale_after_s: float = Field(
+        600.0, gt=0, description="A venue instrument's funding older than this (seconds) leaves the average."
+    )
+    high_pct_8h: float = Field(
+        0.03, gt=0, description="Long-biased regime: weighted funding >= this (%/8h); short-biased: <= -this."
+    )
+    low_pct_8h: float = Field(
+        0.01, ge=0, description="Normalized: a long regime's funding back <= this (%/8h); a short one's >= -this."
+    )
+    regime_min_s: float = Field(7_200.0, gt=0, description="Funding must stay beyond high this long to be a regime.")
+    normalize_confirm_s: float = Field(
+        1_800.0, gt=0, description="...and back within low this long to be funding_normalized (seconds)."
+    )
+    regime_timeout_s: float = Field(
+        86_400.0, gt=0, description="A regime whose funding lingers between low and high this long ends silently."
+    )
+    skew_price_pct: float = Field(3.0, gt=0, description="Y: price move (%) over skew_window_s that funding opposes.")
+    skew_window_s: float = Field(14_400.0, gt=0, description="Look-back of the price move (seconds).")
+    skew_min_pct_8h: float = Field(
+        0.02, gt=0, description="funding_skew: funding still >= this (%/8h) while price fell Y (<= -this if it rose)."
+    )
+    skew_min_s: float = Field(3_600.0, gt=0, description="D: the skew must last this long (seconds).")
+
+
+class FundingConfig(FundingThresholds):
+    """Funding regime detector (DESIGN.md §6). See processors/funding.py for the exact rules."""
+
+    assets: dict[str, FundingThresholds] = Field(
+        default_factory=dict,
+        description="Per-asset overrides, e.g. [funding.assets.DOGE] high_pct_8h = 0.05; unset keys keep those above.",
+    )
+
+
+class LevelsThresholds(_Section):
+    """Per-asset thresholds of the ``levels`` detector. Percentages of the band edge price; event-time seconds."""
+
+    acceptance_s: float = Field(
+        900.0, gt=0, description="Break/reclaim: every price beyond the band's far edge for this long (seconds)."
+    )
+    bounce_pct: float = Field(
+        0.5, gt=0, description="Defended: after touching the band, price back this % beyond its near edge."
+    )
+    defend_within_s: float = Field(3_600.0, gt=0, description="...within this long after the touch (seconds).")
+    rearm_pct: float = Field(
+        1.5, gt=0, description="After level_defended, the next one needs price to have gone this % beyond the edge."
+    )
+    trade_stale_s: float = Field(
+        60.0, gt=0, description="Liquidation prices stand in for price only when no trade came for this long."
+    )
+
+
+class LevelsConfig(LevelsThresholds):
+    """Key levels detector (DESIGN.md §6). See processors/levels.py for the exact rules."""
+
+    bands: dict[str, list[tuple[float, float]]] = Field(
+        default_factory=dict,
+        description="Operator bands per asset as [low, high] prices, e.g. BTC = [[60000, 61000], [100000, 101500]].",
+    )
+    assets: dict[str, LevelsThresholds] = Field(
+        default_factory=dict,
+        description="Per-asset overrides, e.g. [levels.assets.SOL] bounce_pct = 1.0; unset keys keep the values above.",
+    )
+
+
+class ClustersThresholds(_Section):
+    """Per-asset bucket width of the ``clusters`` publisher."""
+
+    bucket_pct: float = Field(
+        0.25, gt=0, description="Bucket width as % of the first price seen, rounded to a 1-2-2.5-5 step."
+    )
+    bucket_usd: float | None = Field(
+        None, gt=0, description="Absolute bucket width (quote currency); wins over bucket_pct."
+    )
+
+
+class ClustersConfig(ClustersThresholds):
+    """Realized liquidation clusters (DESIGN.md §6) for fw.liquidation_clusters. See processors/clusters.py."""
+
+    windows_s: list[float] = Field(
+        default_factory=lambda: [3_600.0, 86_400.0], description="Trailing windows (seconds); keys 1h, 24h, ..."
+    )
+    publish_interval_s: float = Field(
+        60.0, gt=0, description="At most one snapshot per base this often (seconds), and only after a change."
+    )
+    assets: dict[str, ClustersThresholds] = Field(
+        default_factory=dict, description="Per-asset overrides, e.g. [clusters.assets.BTC] bucket_usd = 250."
+    )
+
+
 class DetectorsConfig(_Section):
     """Which detectors run."""
 
-    enabled: list[str] = Field(default_factory=lambda: ["cascade"], description="Detector names to run.")
+    enabled: list[str] = Field(
+        default_factory=lambda: ["cascade", "oi_flush", "funding", "levels", "clusters"],
+        description="Detector names to run (levels needs [levels.bands] to do anything).",
+    )
 
 
 class ProcessorConfig(_Section):
@@ -217,13 +368,219 @@ class ProcessorConfig(_Section):
     commit_interval_s: float = Field(1.0, gt=0, description="How often offsets are committed.")
 
 
+SinkSeverity = Literal["info", "warning", "critical"]
+
+_SINK_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+def _require_one(name: str, what: str, value: SecretStr | None, env: str | None) -> None:
+    if value is None and not env:
+        raise ValueError(f"sink target {name!r}: set {what} or {what}_env")
+
+
+class SinkFilterConfig(_Section):
+    """Which alerts a sink target receives. Empty lists mean "all"; the conditions are combined with AND."""
+
+    types: list[str] = Field(default_factory=list, description="Alert types (e.g. cascade_started); empty: all.")
+    min_severity: SinkSeverity = Field("info", description="Lowest severity delivered (info < warning < critical).")
+    bases: list[str] = Field(default_factory=list, description="Base assets (e.g. BTC); empty: all.")
+
+
+class SinkRetryConfig(_Section):
+    """Retries of one delivery: exponential backoff with jitter, at least the destination's Retry-After.
+    After ``max_attempts`` (or at once for a permanent error such as HTTP 400) the alert goes to fw.dlq."""
+
+    max_attempts: int = Field(6, ge=1, description="Attempts per alert, the first one included.")
+    initial_delay_s: float = Field(0.5, gt=0, description="Backoff before the second attempt (seconds).")
+    max_delay_s: float = Field(60.0, gt=0, description="Cap on one backoff delay (seconds).")
+    multiplier: float = Field(2.0, ge=1.0, description="Backoff growth per failed attempt.")
+    max_retry_after_s: float = Field(
+        300.0, gt=0, description="A Retry-After longer than this (seconds) gives up instead of waiting."
+    )
+
+
+class SinkRateLimitConfig(_Section):
+    """Token bucket per sink target: at most ``burst`` deliveries at once, refilled at ``per_second``."""
+
+    per_second: float | None = Field(None, gt=0, description="Sustained deliveries per second; unset: unlimited.")
+    burst: int = Field(1, ge=1, description="Deliveries allowed back to back before the rate applies.")
+
+
+class _SinkTargetBase(_Section):
+    """Settings every sink target has."""
+
+    name: str = Field(..., pattern=_SINK_NAME, description="Unique name; labels metrics, logs and the DLQ.")
+    enabled: bool = Field(True, description="Deliver to this target.")
+    filter: SinkFilterConfig = Field(default_factory=SinkFilterConfig)
+    retry: SinkRetryConfig = Field(default_factory=SinkRetryConfig)
+    rate_limit: SinkRateLimitConfig = Field(default_factory=SinkRateLimitConfig)
+    queue_size: int = Field(1000, ge=1, description="Bounded queue; when full the service pauses its partitions.")
+    dedupe: Literal["durable", "memory", "off"] = Field(
+        "durable", description="Skip alert ids already delivered: durable (state_dir, survives restarts), "
+        "memory (this process only) or off."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_name(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "name" not in data and isinstance(data.get("kind"), str):
+            return {**data, "name": data["kind"]}
+        return data
+
+
+class _HttpTargetBase(_SinkTargetBase):
+    timeout_s: float = Field(10.0, gt=0, description="Timeout of one HTTP request (seconds).")
+
+
+class WebhookTargetConfig(_HttpTargetBase):
+    """POST the alert JSON (the fw.alerts bytes) signed with HMAC-SHA256 (docs/alerts.md)."""
+
+    kind: Literal["webhook"]
+    url: str = Field(..., pattern=r"^https?://", description="Endpoint that receives the POST.")
+    secret: SecretStr | None = Field(None, description="HMAC key; or name an environment variable in secret_env.")
+    secret_env: str | None = Field(None, description="Environment variable holding the HMAC key.")
+    headers: dict[str, str] = Field(default_factory=dict, description="Extra request headers.")
+
+    @model_validator(mode="after")
+    def _needs_secret(self) -> WebhookTargetConfig:
+        if self.secret is None and not self.secret_env:
+            raise ValueError(f"webhook {self.name!r}: set secret or secret_env (requests are always signed)")
+        return self
+
+
+class SlackTargetConfig(_HttpTargetBase):
+    """Slack incoming webhook, one message with blocks per alert."""
+
+    kind: Literal["slack"]
+    url: SecretStr | None = Field(None, description="Incoming-webhook URL (a secret); or url_env.")
+    url_env: str | None = Field(None, description="Environment variable holding the webhook URL.")
+    rate_limit: SinkRateLimitConfig = Field(
+        default_factory=lambda: SinkRateLimitConfig(per_second=1.0, burst=3),
+        description="Slack allows about one message per second per webhook.",
+    )
+
+    @model_validator(mode="after")
+    def _needs_url(self) -> SlackTargetConfig:
+        _require_one(self.name, "url", self.url, self.url_env)
+        return self
+
+
+class DiscordTargetConfig(_HttpTargetBase):
+    """Discord channel webhook, one embed per alert."""
+
+    kind: Literal["discord"]
+    url: SecretStr | None = Field(None, description="Webhook URL (a secret); or url_env.")
+    url_env: str | None = Field(None, description="Environment variable holding the webhook URL.")
+    username: str | None = Field(None, max_length=80, description="Override of the webhook's display name.")
+    rate_limit: SinkRateLimitConfig = Field(
+        default_factory=lambda: SinkRateLimitConfig(per_second=0.5, burst=5),
+        description="Discord allows about 30 messages per minute per webhook.",
+    )
+
+    @model_validator(mode="after")
+    def _needs_url(self) -> DiscordTargetConfig:
+        _require_one(self.name, "url", self.url, self.url_env)
+        return self
+
+
+class TelegramTargetConfig(_HttpTargetBase):
+    """Telegram Bot API sendMessage to one chat."""
+
+    kind: Literal["telegram"]
+    bot_token: SecretStr | None = Field(None, description="Bot token from @BotFather; or bot_token_env.")
+    bot_token_env: str | None = Field(None, description="Environment variable holding the bot token.")
+    chat_id: str = Field(..., min_length=1, description="Chat id (e.g. -1001234567890) or @channelusername.")
+    message_thread_id: int | None = Field(None, description="Forum topic to post in.")
+    parse_mode: Literal["HTML", "MarkdownV2"] = Field("HTML", description="Telegram parse mode of the text.")
+    api_url: str = Field("https://api.telegram.org", pattern=r"^https?://", description="Bot API base URL.")
+    rate_limit: SinkRateLimitConfig = Field(
+        default_factory=lambda: SinkRateLimitConfig(per_second=0.33, burst=3),
+        description="Telegram allows about 20 messages per minute in a group.",
+    )
+
+    @model_validator(mode="after")
+    def _needs_token(self) -> TelegramTargetConfig:
+        _require_one(self.name, "bot_token", self.bot_token, self.bot_token_env)
+        return self
+
+
+class JsonlTargetConfig(_SinkTargetBase):
+    """Alerts appended to a JSON Lines file, rotated by size."""
+
+    kind: Literal["jsonl"]
+    path: str = Field(..., min_length=1, description="File to append to.")
+    max_bytes: int | None = Field(
+        100 * 1024 * 1024, ge=1024, description="Rotate before the file would grow past this; unset: never."
+    )
+    backups: int = Field(5, ge=0, description="Rotated files kept (path.1 newest ... path.N oldest).")
+
+
+class StdoutTargetConfig(_SinkTargetBase):
+    """Alerts printed to standard output."""
+
+    kind: Literal["stdout"]
+    format: Literal["text", "json"] = Field("text", description="Human lines or JSON lines.")
+    dedupe: Literal["durable", "memory", "off"] = Field("memory", description="See the other kinds.")
+
+
+class PostgresTargetConfig(_SinkTargetBase):
+    """Alert history table in PostgreSQL, upserted by alert_id (idempotent by construction)."""
+
+    kind: Literal["postgres"]
+    dsn: SecretStr | None = Field(None, description="libpq connection string or URI (a secret); or dsn_env.")
+    dsn_env: str | None = Field(None, description="Environment variable holding the DSN.")
+    table: str = Field("fw_alert_history", pattern=r"^[a-z_][a-z0-9_]{0,62}$", description="History table.")
+    connect_timeout_s: float = Field(10.0, gt=0, description="Connection timeout (seconds).")
+    dedupe: Literal["durable", "memory", "off"] = Field("memory", description="The upsert is idempotent anyway.")
+
+    @model_validator(mode="after")
+    def _needs_dsn(self) -> PostgresTargetConfig:
+        _require_one(self.name, "dsn", self.dsn, self.dsn_env)
+        return self
+
+
+SinkTargetConfig = Annotated[
+    WebhookTargetConfig | SlackTargetConfig | DiscordTargetConfig | TelegramTargetConfig | JsonlTargetConfig
+    | StdoutTargetConfig | PostgresTargetConfig,
+    Field(discriminator="kind"),
+]
+
+
 class SinkConfig(_Section):
-    """The sink role (alerts from fw.alerts to people and files)."""
+    """The sink role (alerts from fw.alerts to people, systems and files). ``stdout`` and ``jsonl_path``
+    are shorthands for a ``stdout`` and a ``jsonl`` target; ``[[sink.targets]]`` adds any number of
+    targets of every kind (docs/alerts.md)."""
 
     group_id: str = Field("flushwatch-sink", description="Consumer group of the sink service.")
-    stdout: bool = Field(True, description="Print alerts to stdout.")
+    stdout: bool = Field(True, description="Print alerts to stdout (a target named 'stdout').")
     stdout_format: Literal["text", "json"] = Field("text", description="Human lines or JSON lines.")
-    jsonl_path: str | None = Field(None, description="Also append alerts as JSON lines to this file.")
+    jsonl_path: str | None = Field(
+        None, description="Also append alerts as JSON lines to this file (a target named 'jsonl', not rotated)."
+    )
+    targets: list[SinkTargetConfig] = Field(default_factory=list, description="Sink targets ([[sink.targets]]).")
+    state_dir: str | None = Field(
+        None, description="Where durable de-duplication state lives; unset: $XDG_STATE_HOME/flushwatch/sinks "
+        "or ~/.local/state/flushwatch/sinks."
+    )
+    dedupe_retention_days: float = Field(30.0, gt=0, description="How long delivered alert ids are remembered.")
+    commit_interval_s: float = Field(1.0, gt=0, description="How often finished offsets are committed.")
+    revoke_drain_s: float = Field(
+        5.0, ge=0, description="On a rebalance, wait this long for in-flight alerts of revoked partitions."
+    )
+    shutdown_drain_s: float = Field(10.0, ge=0, description="On stop, wait this long for queued deliveries.")
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> SinkConfig:
+        names = [t.name for t in self.targets]
+        if self.stdout:
+            names.append("stdout")
+        if self.jsonl_path:
+            names.append("jsonl")
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"sink target names must be unique; repeated: {', '.join(dupes)} "
+                             "(sink.stdout and sink.jsonl_path add targets named 'stdout' and 'jsonl')")
+        return self
 
 
 class MetricsConfig(_Section):
@@ -250,6 +607,10 @@ class Config(_Section):
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     detectors: DetectorsConfig = Field(default_factory=DetectorsConfig)
     cascade: CascadeConfig = Field(default_factory=CascadeConfig)
+    oi_flush: OiFlushConfig = Field(default_factory=OiFlushConfig)
+    funding: FundingConfig = Field(default_factory=FundingConfig)
+    levels: LevelsConfig = Field(default_factory=LevelsConfig)
+    clusters: ClustersConfig = Field(default_factory=ClustersConfig)
     processor: ProcessorConfig = Field(default_factory=ProcessorConfig)
     sink: SinkConfig = Field(default_factory=SinkConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)

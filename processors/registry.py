@@ -12,15 +12,27 @@ from collections.abc import Callable
 from flushwatch.config import Config
 from processors.base import Detector
 from processors.cascade import CascadeDetector
+from processors.clusters import ClustersDetector
+from processors.funding import FundingDetector
+from processors.levels import LevelsDetector
+from processors.oi_flush import OiFlushDetector
 
 __all__ = ["DETECTORS", "build_detectors"]
 
 DETECTORS: dict[str, type[Detector]] = {
     CascadeDetector.name: CascadeDetector,
+    OiFlushDetector.name: OiFlushDetector,
+    FundingDetector.name: FundingDetector,
+    LevelsDetector.name: LevelsDetector,
+    ClustersDetector.name: ClustersDetector,
 }
 
 _FACTORIES: dict[str, Callable[[Config], Detector]] = {
     CascadeDetector.name: lambda config: CascadeDetector(config.cascade),
+    OiFlushDetector.name: lambda config: OiFlushDetector(config.oi_flush),
+    FundingDetector.name: lambda config: FundingDetector(config.funding),
+    LevelsDetector.name: lambda config: LevelsDetector(config.levels),
+    ClustersDetector.name: lambda config: ClustersDetector(config.clusters),
 }
 
 

@@ -208,12 +208,16 @@ def test_empty_input() -> None:
 
 
 def test_registry_builds_enabled_detectors() -> None:
-    assert {"cascade": CascadeDetector} == DETECTORS
-    detectors = build_detectors(Config.model_validate({"cascade": {"min_events": 3}}))
+    assert set(DETECTORS) == {"cascade", "oi_flush", "funding", "levels", "clusters"}
+    assert DETECTORS["cascade"] is CascadeDetector
+    default = build_detectors(Config.model_validate({}))
+    assert [d.name for d in default] == ["cascade", "oi_flush", "funding", "levels", "clusters"]
+    detectors = build_detectors(Config.model_validate({"cascade": {"min_events": 3},
+                                                       "detectors": {"enabled": ["cascade"]}}))
     assert len(detectors) == 1 and isinstance(detectors[0], CascadeDetector)
     assert detectors[0].config.min_events == 3
-    with pytest.raises(ValueError, match=r"unknown detector 'oi_flush'; known detectors: cascade"):
-        build_detectors(Config.model_validate({"detectors": {"enabled": ["cascade", "oi_flush"]}}))
+    with pytest.raises(ValueError, match=r"unknown detector 'nope'; known detectors: "):
+        build_detectors(Config.model_validate({"detectors": {"enabled": ["cascade", "nope"]}}))
     with pytest.raises(ValueError, match="twice"):
         build_detectors(Config.model_validate({"detectors": {"enabled": ["cascade", "cascade"]}}))
 

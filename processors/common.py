@@ -1,0 +1,141 @@
+"""Small helpers shared by the detectors: ids, per-asset settings, formatting, a minute price tape.
+
+Nothing here does I/O or reads a clock; everything is a pure function of its arguments or of the state it
+is given, so detectors built on it stay deterministic and snapshot-able.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import deque
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+from processors.cascade import format_duration, format_price, format_usd
+
+__all__ = [
+    "MINUTE_MS",
+    "MinuteTape",
+    "asset_params",
+    "digest",
+    "feed_key",
+    "format_duration",
+    "format_pct",
+    "format_price",
+    "format_signed_pct",
+    "format_usd",
+    "ms",
+    "nice_width",
+    "window_label",
+]
+
+MINUTE_MS = 60_000
+
+P = TypeVar("P", bound=BaseModel)
+
+
+def digest(text: str) -> str:
+    """``sha256(text)`` truncated to 32 hex digits: the alert-id recipe every detector shares."""
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def ms(seconds: float) -> int:
+    """Seconds from config to whole milliseconds, at least 1."""
+    return max(1, round(seconds * 1000))
+
+
+def feed_key(venue: str, instrument: str) -> str:
+    """One instrument of one venue, e.g. ``binance:BTC-USDT-PERP``: the unit of freshness and weighting."""
+    return f"{venue}:{instrument}"
+
+
+def asset_params(section: BaseModel, overrides: Mapping[str, P], base: str, cls: type[P]) -> P:
+    """The thresholds in force for ``base``: ``section``'s values for every field of ``cls``, replaced by the
+    keys that ``overrides[base]`` sets explicitly (``[<section>.assets.<BASE>]`` in TOML). Fields an
+    asset table leaves out keep the section's value, not the built-in default."""
+    values: dict[str, Any] = {name: getattr(section, name) for name in cls.model_fields}
+    own = overrides.get(base)
+    if own is not None:
+        values.update({name: getattr(own, name) for name in own.model_fields_set})
+    return cls.model_validate(values)
+
+
+def format_pct(value: float, decimals: int = 1) -> str:
+    """``17.8 %`` (no sign)."""
+    return f"{value:.{decimals}f} %"
+
+
+def format_signed_pct(value: float, decimals: int = 1) -> str:
+    """``+1.2 %`` / ``−3.4 %`` with a real minus sign, as in an analyst's note."""
+    text = f"{abs(value):.{decimals}f} %"
+    if round(value, decimals) == 0:
+        return text
+    return ("+" if value > 0 else "\u2212") + text
+
+
+def window_label(seconds: float) -> str:
+    """``3600`` -> ``1h``, ``86400`` -> ``24h``, ``900`` -> ``15m``, ``90`` -> ``90s``: snapshot keys."""
+    total = round(seconds)
+    if total % 3600 == 0:
+        return f"{total // 3600}h"
+    if total % 60 == 0:
+        return f"{total // 60}m"
+    return f"{total}s"
+
+
+def nice_width(raw: float) -> float:
+    """The 1-2-2.5-5 x 10^k step closest (in ratio) to ``raw``: ``260 -> 250``, ``8.25 -> 10``, ``0.6 -> 0.5``."""
+    if raw <= 0 or not math.isfinite(raw):
+        raise ValueError(f"bucket width must be positive, got {raw}")
+    exp = math.floor(math.log10(raw))
+    best = 1.0
+    best_err = math.inf
+    for mant in (1.0, 2.0, 2.5, 5.0, 10.0):
+        cand = mant * 10.0**exp
+        err = abs(math.log(cand / raw))
+        if err < best_err:
+            best, best_err = cand, err
+    # strip binary noise such as 2.5000000000000004e-05
+    return float(f"{best:.6g}")
+
+
+class MinuteTape:
+    """The last price of each minute over a trailing horizon, and the price at a past time.
+
+    ``entries`` holds ``[minute, last_price]`` in minute order. :meth:`price_at` answers "what was the last
+    price at or before minute ``m``" exactly at minute resolution, which is all a multi-hour price move
+    needs; pruning keeps one entry at or before the horizon so that answer stays available.
+    """
+
+    __slots__ = ("entries", "horizon_min")
+
+    def __init__(self, horizon_ms: int, entries: list[list[float]] | None = None) -> None:
+        self.horizon_min = horizon_ms // MINUTE_MS + 2
+        self.entries: deque[list[float]] = deque([int(e[0]), float(e[1])] for e in entries or [])
+
+    def add(self, ts: int, price: float) -> None:
+        minute = ts // MINUTE_MS
+        entries = self.entries
+        if entries and minute <= entries[-1][0]:
+            entries[-1][1] = price  # same minute (or a late print): the newest price of the newest minute
+            return
+        entries.append([minute, price])
+        cutoff = minute - self.horizon_min
+        while len(entries) >= 2 and entries[1][0] <= cutoff:
+            entries.popleft()
+
+    def price_at(self, ts: int) -> float | None:
+        """The last price of the latest minute at or before ``ts``'s minute, or None if none is that old."""
+        minute = ts // MINUTE_MS
+        found: float | None = None
+        for entry in self.entries:
+            if entry[0] > minute:
+                break
+            found = entry[1]
+        return found
+
+    def to_json(self) -> list[list[float]]:
+        return [list(e) for e in self.entries]
