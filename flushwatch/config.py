@@ -203,6 +203,42 @@ class CascadeConfig(_Section):
     end_fraction: float = Field(
         0.25, gt=0, le=1, description="The window is quiet when its notional is below this x threshold."
     )
+    corroborated_fraction: float = Field(
+        0.5, gt=0, le=1,
+        description="Corroborated start: liquidations of at least this x threshold (and min_events) start an "
+        "episode when trades corroborate it (taker burst and price impact below). 1 disables it.",
+    )
+    taker_burst_multiplier: float = Field(
+        3.0, gt=0,
+        description="Corroboration: taker notional closing the liquidated side (sells for longs, buys for "
+        "shorts) in the window is at least this x its baseline (median window bucket). Ratio.",
+    )
+    min_price_impact_pct: float = Field(
+        0.5, ge=0,
+        description="Corroboration: trade price moved at least this % in the liquidated direction from the "
+        "window's first liquidation to its extreme (percent).",
+    )
+    strong_taker_burst_multiplier: float = Field(
+        10.0, gt=0,
+        description="Strong corroboration (severity one step up): taker burst at least this x baseline (ratio)...",
+    )
+    strong_price_impact_pct: float = Field(
+        2.0, ge=0, description="...and price impact at least this % (percent)."
+    )
+    proxy_venues: list[str] = Field(
+        default_factory=lambda: ["hyperliquid"],
+        description="Venues without a liquidation feed: forced closes are estimated from their own OI drops "
+        "and net taker flow (USD, labelled '<venue>~est'). Never list a venue that has a liquidation feed.",
+    )
+    proxy_dominance: float = Field(
+        2.0, ge=1,
+        description="An OI drop of a proxy venue counts only if taker flow closing one side was at least this x "
+        "the opposite flow over the same interval (ratio).",
+    )
+    proxy_can_start: bool = Field(
+        False, description="Let estimated liquidations count like real ones: toward the start, severity and end "
+        "of an episode (off: they are only reported, inside episodes that real liquidations started and run).",
+    )
 
 
 class OiFlushThresholds(_Section):
