@@ -59,24 +59,29 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from decimal import (
-    Context,
     Decimal,
     DecimalException,
-    DivisionByZero,
-    Inexact,
-    InvalidOperation,
-    Overflow,
 )
 from typing import Any, Final
 from urllib.parse import parse_qsl, quote, urlsplit
 
 import orjson
 
-from flushwatch.codec import parse_decimal
 from flushwatch.config import BinanceConfig
 from flushwatch.errors import CodecError
 from flushwatch.events import Funding, LiquidatedSide, Liquidation, OpenInterest, Trade
 from ingest.base import ParseResult, Reject, RestPoll, VenueAdapter, WsConnectionPlan
+from ingest.parsing import (
+    EXACT,
+    base_units,
+    json_object,
+    load_json,
+    optional_price,
+    parse_number,
+    positive,
+    timestamp_ms,
+    unit_price,
+)
 from ingest.symbols import SymbolInfo, SymbolMeta, normalize_binance_symbol
 
 __all__ = ["BinanceUsdmAdapter"]
@@ -103,80 +108,15 @@ ALL_MARKET_STREAMS: Final = ("!forceOrder@arr", "!markPrice@arr@1s")
 STARTUP_ENDPOINTS: Final = ("/fapi/v1/exchangeInfo", "/fapi/v1/fundingInfo")
 
 _OPEN_INTEREST_PATH: Final = "/fapi/v1/openInterest"
-#: numbers longer than this are not prices: refusing them keeps every product below exact precision
-_MAX_NUMBER_CHARS: Final = 64
-#: and so is a number outside 1e±40 (also keeps Decimal arithmetic far from overflow)
-_MAX_ADJUSTED_EXPONENT: Final = 40
-#: epoch ms beyond year ~33658 is garbage, not a timestamp
-_MAX_TS_MS: Final = 10**15
 #: late-arrival tracking only for small jumps (an overlap lag), bounded per symbol
 _LATE_ID_WINDOW: Final = 64
 _LATE_ID_CAPACITY: Final = 1024
 _SYMBOL_CACHE_CAPACITY: Final = 8192
 
-#: products of two bounded numbers need at most 128 digits: anything inexact is a bug, so it traps
-_EXACT: Final = Context(prec=160, traps=[Inexact, InvalidOperation, DivisionByZero, Overflow])
 _ZERO: Final = Decimal(0)
 _ONE: Final = Decimal(1)
 
 LiquidationKey = tuple[str, int, Decimal, Decimal, str]
-
-
-def _num(value: object, name: str, *, allow_negative: bool = False) -> Decimal:
-    if value is None:
-        raise CodecError("missing_field", name)
-    if isinstance(value, str) and len(value) > _MAX_NUMBER_CHARS:
-        raise CodecError("bad_number", f"{name}: {len(value)} characters")
-    number = parse_decimal(value, name, allow_negative=allow_negative)
-    if number and abs(number.adjusted()) > _MAX_ADJUSTED_EXPONENT:
-        raise CodecError("bad_number", f"{name}: {value!r:.40} out of range")
-    return number
-
-
-def _positive(value: object, name: str) -> Decimal:
-    number = _num(value, name)
-    if not number:
-        raise CodecError("bad_number", f"{name}: zero")
-    return number
-
-
-def _optional_price(value: object, name: str) -> Decimal | None:
-    """Index prices are informative only: absent, empty or zero means unknown rather than bad."""
-    if value is None or value == "":
-        return None
-    number = _num(value, name)
-    return number or None
-
-
-def _ts(value: object, name: str) -> int:
-    if value is None:
-        raise CodecError("missing_field", name)
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < _MAX_TS_MS:
-        raise CodecError("bad_field", f"{name}: expected epoch milliseconds, got {value!r:.40}")
-    return value
-
-
-def _object(value: object, name: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise CodecError("not_an_object", f"{name}: expected an object, got {type(value).__name__}")
-    return value
-
-
-def _load(raw: bytes | str, limit: int) -> Any:
-    if len(raw) > limit:
-        raise CodecError("frame_too_large", f"{len(raw)} bytes > {limit}")
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise CodecError("malformed_json", str(exc)[:200]) from None
-
-
-def _base_units(qty: Decimal, info: SymbolInfo) -> Decimal:
-    return qty if info.multiplier == _ONE else _EXACT.multiply(qty, info.multiplier)
-
-
-def _unit_price(price: Decimal, info: SymbolInfo) -> Decimal:
-    return price if info.multiplier == _ONE else _EXACT.divide(price, info.multiplier)
 
 
 class BinanceUsdmAdapter(VenueAdapter):
@@ -337,7 +277,7 @@ class BinanceUsdmAdapter(VenueAdapter):
         return result
 
     def _parse_frame(self, raw: bytes | str, recv_ts: int, result: ParseResult) -> None:
-        obj = _load(raw, MAX_FRAME_BYTES)
+        obj = load_json(raw, MAX_FRAME_BYTES)
         payload: Any = obj
         if isinstance(obj, dict):
             if "stream" in obj and "data" in obj:
@@ -358,7 +298,7 @@ class BinanceUsdmAdapter(VenueAdapter):
 
     def _parse_item(self, item: object, recv_ts: int, result: ParseResult) -> None:
         try:
-            data = _object(item, "payload")
+            data = json_object(item, "payload")
             kind = data.get("e")
             if kind == "forceOrder":
                 self._set_stream(result, "liquidation")
@@ -390,7 +330,7 @@ class BinanceUsdmAdapter(VenueAdapter):
         return value, info
 
     def _liquidation(self, data: dict[str, Any], recv_ts: int, result: ParseResult) -> None:
-        order = _object(data.get("o"), "o")
+        order = json_object(data.get("o"), "o")
         symbol, info = self._symbol(order.get("s"), "o.s")
         order_side = order.get("S")
         side: LiquidatedSide
@@ -400,15 +340,15 @@ class BinanceUsdmAdapter(VenueAdapter):
             side = "short"
         else:
             raise CodecError("bad_field", f"o.S: expected BUY or SELL, got {order_side!r:.40}")
-        ts = _ts(order.get("T"), "o.T")
+        ts = timestamp_ms(order.get("T"), "o.T")
         filled = order.get("z")
-        qty = _num(filled, "o.z") if filled is not None else _ZERO
+        qty = parse_number(filled, "o.z") if filled is not None else _ZERO
         if not qty:
-            qty = _positive(order.get("q"), "o.q")
+            qty = positive(order.get("q"), "o.q")
         average = order.get("ap")
-        price = _num(average, "o.ap") if average is not None else _ZERO
+        price = parse_number(average, "o.ap") if average is not None else _ZERO
         if not price:
-            price = _positive(order.get("p"), "o.p")
+            price = positive(order.get("p"), "o.p")
         key: LiquidationKey = (symbol, ts, qty, price, side)
         seen = self._liquidations_seen
         if key in seen:
@@ -422,9 +362,9 @@ class BinanceUsdmAdapter(VenueAdapter):
             ts=ts,
             recv_ts=recv_ts,
             side=side,
-            price=_unit_price(price, info),
-            qty=_base_units(qty, info),
-            notional_usd=_EXACT.multiply(qty, price),
+            price=unit_price(price, info),
+            qty=base_units(qty, info),
+            notional_usd=EXACT.multiply(qty, price),
             order_id=None,
             sampled=self.liquidations_sampled,
         )
@@ -438,12 +378,12 @@ class BinanceUsdmAdapter(VenueAdapter):
         agg_id = data.get("a")
         if not isinstance(agg_id, int) or isinstance(agg_id, bool) or agg_id < 0:
             raise CodecError("bad_field", f"a: expected a trade id, got {agg_id!r:.40}")
-        price = _positive(data.get("p"), "p")
-        qty = _positive(data.get("q"), "q")
+        price = positive(data.get("p"), "p")
+        qty = positive(data.get("q"), "q")
         maker = data.get("m")
         if not isinstance(maker, bool):
             raise CodecError("bad_field", f"m: expected a boolean, got {maker!r:.40}")
-        ts = _ts(data.get("T"), "T")
+        ts = timestamp_ms(data.get("T"), "T")
         event = Trade(
             venue=self.venue,
             symbol=symbol,
@@ -452,9 +392,9 @@ class BinanceUsdmAdapter(VenueAdapter):
             ts=ts,
             recv_ts=recv_ts,
             side="sell" if maker else "buy",
-            price=_unit_price(price, info),
-            qty=_base_units(qty, info),
-            notional_usd=_EXACT.multiply(price, qty),
+            price=unit_price(price, info),
+            qty=base_units(qty, info),
+            notional_usd=EXACT.multiply(price, qty),
             trade_id=str(agg_id),
         )
         # sequence state changes only after the whole payload validated
@@ -482,15 +422,15 @@ class BinanceUsdmAdapter(VenueAdapter):
 
     def _mark_price(self, data: dict[str, Any], recv_ts: int, result: ParseResult) -> None:
         symbol, info = self._symbol(data.get("s"))
-        ts = _ts(data.get("E"), "E")
-        mark = _positive(data.get("p"), "p")
-        index = _optional_price(data.get("i"), "i")
+        ts = timestamp_ms(data.get("E"), "E")
+        mark = positive(data.get("p"), "p")
+        index = optional_price(data.get("i"), "i")
         # "T" is the next funding time, 0 on contracts without funding
         raw_next = data.get("T")
-        next_funding = None if raw_next is None or raw_next == 0 else _ts(raw_next, "T")
+        next_funding = None if raw_next is None or raw_next == 0 else timestamp_ms(raw_next, "T")
         raw_rate = data.get("r")
         # delivery contracts carry no funding: "r" is empty, the mark still values their open interest
-        rate = None if raw_rate is None or raw_rate == "" else _num(raw_rate, "r", allow_negative=True)
+        rate = None if raw_rate is None or raw_rate == "" else parse_number(raw_rate, "r", allow_negative=True)
         last_ts = self._last_mark_ts.get(symbol)
         if last_ts is not None and ts <= last_ts:
             result.duplicates += 1
@@ -516,8 +456,8 @@ class BinanceUsdmAdapter(VenueAdapter):
                 rate=rate,
                 interval_h=self.funding_interval_h(symbol),
                 next_funding_ts=next_funding,
-                mark_price=_unit_price(mark, info),
-                index_price=None if index is None else _unit_price(index, info),
+                mark_price=unit_price(mark, info),
+                index_price=None if index is None else unit_price(index, info),
             )
         )
 
@@ -535,14 +475,14 @@ class BinanceUsdmAdapter(VenueAdapter):
             path = parts.path.rstrip("/")
             if path.endswith("/fapi/v1/exchangeInfo"):
                 result.control, result.stream = True, "metadata"
-                self._exchange_info(_load(body, MAX_REST_BYTES), result)
+                self._exchange_info(load_json(body, MAX_REST_BYTES), result)
             elif path.endswith("/fapi/v1/fundingInfo"):
                 result.control, result.stream = True, "metadata"
-                self._funding_info(_load(body, MAX_REST_BYTES), result)
+                self._funding_info(load_json(body, MAX_REST_BYTES), result)
             elif path.endswith(_OPEN_INTEREST_PATH):
                 result.stream = "open_interest"
                 query_symbol = dict(parse_qsl(parts.query)).get("symbol")
-                self._open_interest(_load(body, MAX_REST_BYTES), query_symbol, recv_ts_ms, result)
+                self._open_interest(load_json(body, MAX_REST_BYTES), query_symbol, recv_ts_ms, result)
             else:
                 result.rejects.append(Reject("unknown_endpoint", endpoint[:120]))
         except CodecError as exc:
@@ -562,7 +502,7 @@ class BinanceUsdmAdapter(VenueAdapter):
 
     def _exchange_info(self, obj: object, result: ParseResult) -> None:
         self._venue_error(obj)
-        info = _object(obj, "exchangeInfo")
+        info = json_object(obj, "exchangeInfo")
         entries = info.get("symbols")
         if not isinstance(entries, list) or not entries:
             raise CodecError("bad_field", "symbols: expected a non-empty array")
@@ -623,10 +563,10 @@ class BinanceUsdmAdapter(VenueAdapter):
         self, obj: object, query_symbol: str | None, recv_ts: int, result: ParseResult
     ) -> None:
         self._venue_error(obj)
-        data = _object(obj, "openInterest")
+        data = json_object(obj, "openInterest")
         symbol, info = self._symbol(data.get("symbol", query_symbol), "symbol")
-        oi = _num(data.get("openInterest"), "openInterest")
-        ts = _ts(data.get("time"), "time")
+        oi = parse_number(data.get("openInterest"), "openInterest")
+        ts = timestamp_ms(data.get("time"), "time")
         # a response no newer than the last one (a replay server answering two polls with the same
         # recorded response) carries no new information
         last = self._last_oi_ts.get(symbol)
@@ -643,9 +583,9 @@ class BinanceUsdmAdapter(VenueAdapter):
                 base=info.base,
                 ts=ts,
                 recv_ts=recv_ts,
-                oi_qty=_base_units(oi, info),
+                oi_qty=base_units(oi, info),
                 # venue units × venue price: the bundle factor cancels out
-                oi_usd=None if mark is None else _EXACT.multiply(oi, mark),
+                oi_usd=None if mark is None else EXACT.multiply(oi, mark),
             )
         )
 

@@ -125,7 +125,7 @@ from flushwatch.config import BitmexConfig
 from flushwatch.errors import CodecError
 from flushwatch.events import Funding, LiquidatedSide, Liquidation, OpenInterest, TakerSide, Trade
 from ingest.base import ParseResult, Reject, VenueAdapter, WsConnectionPlan
-from ingest.binance import _EXACT, _load, _num, _object, _positive
+from ingest.parsing import EXACT, json_object, load_json, parse_number, positive, remember
 
 __all__ = ["BitmexAdapter", "BitmexContract", "bitmex_contract"]
 
@@ -236,13 +236,13 @@ class BitmexContract:
             ratio = abs(self.multiplier)
             if ratio == abs(self.underlying_to_settle):  # XBTUSD: one contract is one USD, exactly
                 return contracts
-            return _div(_EXACT.multiply(contracts, ratio), abs(self.underlying_to_settle))
+            return _div(EXACT.multiply(contracts, ratio), abs(self.underlying_to_settle))
         if price is None:
             return None
         if self.kind == "linear" and self.underlying_to_position is not None:
-            return _div(_EXACT.multiply(contracts, price), self.underlying_to_position)
+            return _div(EXACT.multiply(contracts, price), self.underlying_to_position)
         assert self.multiplier is not None and self.quote_to_settle is not None
-        return _div(_EXACT.multiply(_EXACT.multiply(contracts, self.multiplier), price), self.quote_to_settle)
+        return _div(EXACT.multiply(EXACT.multiply(contracts, self.multiplier), price), self.quote_to_settle)
 
     def base_qty(self, contracts: Decimal, price: Decimal | None) -> Decimal | None:
         """Quantity in base units; None when it needs a price (inverse) and none is known."""
@@ -252,7 +252,7 @@ class BitmexContract:
         if self.kind == "linear" and self.underlying_to_position is not None:
             return _div(contracts, self.underlying_to_position)
         assert self.multiplier is not None and self.quote_to_settle is not None
-        return _div(_EXACT.multiply(contracts, self.multiplier), self.quote_to_settle)
+        return _div(EXACT.multiply(contracts, self.multiplier), self.quote_to_settle)
 
 
 def _expiry_text(ms: int) -> str:
@@ -302,18 +302,18 @@ def _optional_bool(value: object, name: str) -> bool | None:
 
 
 def _optional_signed(value: object, name: str) -> Decimal | None:
-    return None if value is None else _num(value, name, allow_negative=True)
+    return None if value is None else parse_number(value, name, allow_negative=True)
 
 
 def _optional_positive(value: object, name: str) -> Decimal | None:
     """Multipliers and prices: absent, null or zero means unknown, not bad."""
     if value is None:
         return None
-    return _num(value, name) or None
+    return parse_number(value, name) or None
 
 
 def _optional_count(value: object, name: str) -> Decimal | None:
-    return None if value is None else _num(value, name)
+    return None if value is None else parse_number(value, name)
 
 
 def _optional_ms(value: object, name: str) -> int | None:
@@ -344,17 +344,6 @@ _FIELD_PARSERS: Final[Mapping[str, Callable[[object, str], Any]]] = {
     "openInterest": _optional_count,
     "timestamp": _optional_ms,
 }
-
-
-def _remember(seen: OrderedDict[str, None], key: str, capacity: int) -> bool:
-    """Add ``key`` to a bounded LRU; False when it was already there."""
-    if key in seen:
-        seen.move_to_end(key)
-        return False
-    seen[key] = None
-    if len(seen) > capacity:
-        seen.popitem(last=False)
-    return True
 
 
 @dataclass(slots=True)
@@ -467,7 +456,7 @@ class BitmexAdapter(VenueAdapter):
         if len(raw) <= 8 and raw.strip() in ("pong", b"pong"):
             result.control, result.stream = True, "control"
             return
-        obj = _object(_load(raw, MAX_FRAME_BYTES), "frame")
+        obj = json_object(load_json(raw, MAX_FRAME_BYTES), "frame")
         table = obj.get("table")
         if table is None:
             if "success" in obj or "info" in obj or "error" in obj:
@@ -492,7 +481,7 @@ class BitmexAdapter(VenueAdapter):
             raise CodecError("unknown_message", f"table={table!r:.40}")
         for row in data:
             try:
-                handler(action, _object(row, "data[]"), recv_ts, result)
+                handler(action, json_object(row, "data[]"), recv_ts, result)
             except CodecError as exc:
                 result.rejects.append(Reject(exc.kind, exc.detail))
             except DecimalException as exc:
@@ -511,7 +500,7 @@ class BitmexAdapter(VenueAdapter):
         order_id = _text(row.get("orderID"), "orderID")
         seen = self._orders_seen
         if action == "partial":
-            _remember(seen, order_id, self._liquidation_capacity)  # open before we looked: known, not new
+            remember(seen, order_id, self._liquidation_capacity)  # open before we looked: known, not new
             return
         if action != "insert":
             return  # update (leavesQty shrinking as it fills) or delete: the same liquidation
@@ -528,8 +517,8 @@ class BitmexAdapter(VenueAdapter):
             side = "short"
         else:
             raise CodecError("bad_field", f"side: expected Buy or Sell, got {order_side!r:.40}")
-        price = _positive(row.get("price"), "price")
-        contracts = _positive(row.get("leavesQty"), "leavesQty")
+        price = positive(row.get("price"), "price")
+        contracts = positive(row.get("leavesQty"), "leavesQty")
         qty, usd = contract.base_qty(contracts, price), contract.usd(contracts, price)
         assert qty is not None and usd is not None  # a price is given
         event = Liquidation(
@@ -537,7 +526,7 @@ class BitmexAdapter(VenueAdapter):
             ts=recv_ts, recv_ts=recv_ts, side=side, price=price, qty=qty, notional_usd=usd,
             order_id=order_id, sampled=self.liquidations_sampled,
         )
-        _remember(seen, order_id, self._liquidation_capacity)
+        remember(seen, order_id, self._liquidation_capacity)
         result.events.append(event)
 
     def _trade(self, action: str, row: dict[str, Any], recv_ts: int, result: ParseResult) -> None:
@@ -547,7 +536,7 @@ class BitmexAdapter(VenueAdapter):
         match_id = _text(row.get("trdMatchID"), "trdMatchID")
         seen = self._trades_seen
         if action == "partial":
-            _remember(seen, match_id, self._trade_capacity)
+            remember(seen, match_id, self._trade_capacity)
             return
         if action != "insert":
             return  # trades are never updated; nothing to do for update/delete
@@ -564,8 +553,8 @@ class BitmexAdapter(VenueAdapter):
             side = "sell"
         else:
             raise CodecError("bad_field", f"side: expected Buy or Sell, got {taker!r:.40}")
-        price = _positive(row.get("price"), "price")
-        contracts = _positive(row.get("size"), "size")
+        price = positive(row.get("price"), "price")
+        contracts = positive(row.get("size"), "size")
         ts = iso_ms(row.get("timestamp"), "timestamp")
         home, foreign = row.get("homeNotional"), row.get("foreignNotional")
         # venue-computed values when present; abs() in case a venue version signs them by side
@@ -576,7 +565,7 @@ class BitmexAdapter(VenueAdapter):
             venue=self.venue, symbol=symbol, instrument=contract.instrument, base=contract.base, ts=ts,
             recv_ts=recv_ts, side=side, price=price, qty=qty, notional_usd=usd, trade_id=match_id,
         )
-        _remember(seen, match_id, self._trade_capacity)
+        remember(seen, match_id, self._trade_capacity)
         result.events.append(event)
 
     # ------------------------------------------------------------------ instrument table
@@ -660,14 +649,14 @@ class BitmexAdapter(VenueAdapter):
                 result.rejects.append(Reject("unknown_endpoint", endpoint[:120]))
                 return result
             result.control, result.stream = True, "metadata"
-            rows = _load(body, MAX_REST_BYTES)
+            rows = load_json(body, MAX_REST_BYTES)
             if isinstance(rows, dict) and "error" in rows:
                 raise CodecError("venue_error", str(rows["error"])[:200])
             if not isinstance(rows, list):
                 raise CodecError("bad_field", f"instruments: expected an array, got {type(rows).__name__}")
             for row in rows:
                 try:
-                    self._instrument_row("partial", _object(row, "instruments[]"), recv_ts_ms, result, emit=False)
+                    self._instrument_row("partial", json_object(row, "instruments[]"), recv_ts_ms, result, emit=False)
                 except CodecError as exc:
                     result.rejects.append(Reject(exc.kind, exc.detail))
         except CodecError as exc:
@@ -704,7 +693,7 @@ class BitmexAdapter(VenueAdapter):
 
 
 def _nonzero(value: object, name: str) -> Decimal:
-    number = _num(value, name, allow_negative=True)
+    number = parse_number(value, name, allow_negative=True)
     if not number:
         raise CodecError("bad_number", f"{name}: zero")
     return number

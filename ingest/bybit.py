@@ -101,7 +101,19 @@ from flushwatch.config import BybitConfig
 from flushwatch.errors import CodecError
 from flushwatch.events import Funding, LiquidatedSide, Liquidation, OpenInterest, TakerSide, Trade
 from ingest.base import ParseResult, Reject, VenueAdapter, WsConnectionPlan
-from ingest.binance import _EXACT, _base_units, _load, _num, _object, _optional_price, _positive, _ts, _unit_price
+from ingest.parsing import (
+    EXACT,
+    base_units,
+    json_object,
+    load_json,
+    ms_text,
+    optional_price,
+    parse_number,
+    positive,
+    remember,
+    timestamp_ms,
+    unit_price,
+)
 from ingest.symbols import KNOWN_QUOTES, SymbolInfo, instrument_name, split_multiplier
 
 __all__ = ["BybitLinearAdapter", "normalize_bybit_symbol"]
@@ -139,19 +151,6 @@ _SYMBOL_CHARS: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-")
 LiquidationKey = tuple[str, int, str, Decimal, Decimal]
 
 
-def ms_text(value: object, name: str) -> int | None:
-    """Epoch ms sent as a digit string (or an int); ``""`` and ``"0"`` mean "none" (dated futures)."""
-    if isinstance(value, bool):
-        raise CodecError("bad_field", f"{name}: expected epoch milliseconds, got {value!r}")
-    if value is None or value in ("", "0", 0):
-        return None
-    if isinstance(value, str):
-        if not value.isdigit() or len(value) > 16:
-            raise CodecError("bad_field", f"{name}: expected epoch milliseconds, got {value!r:.40}")
-        value = int(value)
-    return _ts(value, name)
-
-
 def _expiry(text: str) -> str | None:
     """``26DEC25`` → ``20251226``."""
     if len(text) != 7 or not (text[:2].isdigit() and text[5:].isdigit()) or text[2:5] not in _MONTHS:
@@ -186,17 +185,6 @@ def normalize_bybit_symbol(symbol: str) -> SymbolInfo | None:
                       multiplier=multiplier, expiry=expiry)
 
 
-def remember(seen: OrderedDict[Any, None], key: object, capacity: int) -> bool:
-    """Add ``key`` to a bounded LRU; False when it was already there (a duplicate)."""
-    if key in seen:
-        seen.move_to_end(key)
-        return False
-    seen[key] = None
-    if len(seen) > capacity:
-        seen.popitem(last=False)
-    return True
-
-
 @dataclass(slots=True)
 class _Ticker:
     """The merged ``tickers`` state of one symbol (None = not sent, or empty on dated futures)."""
@@ -223,22 +211,22 @@ class _Emitted:
 
 
 def _hours(value: object, name: str) -> int:
-    hours = _num(value, name)
+    hours = parse_number(value, name)
     if hours != hours.to_integral_value() or not 0 < hours <= _MAX_FUNDING_INTERVAL_H:
         raise CodecError("bad_field", f"{name}: expected whole hours, got {value!r:.20}")
     return int(hours)
 
 
 def _rate(value: object, name: str) -> Decimal:
-    return _num(value, name, allow_negative=True)
+    return parse_number(value, name, allow_negative=True)
 
 
 #: ticker key → (:class:`_Ticker` attribute, parser)
 _TICKER_FIELDS: Final[dict[str, tuple[str, Callable[[object, str], object]]]] = {
-    "openInterest": ("oi", _num),
-    "openInterestValue": ("oi_value", _num),
-    "markPrice": ("mark", _optional_price),
-    "indexPrice": ("index", _optional_price),
+    "openInterest": ("oi", parse_number),
+    "openInterestValue": ("oi_value", parse_number),
+    "markPrice": ("mark", optional_price),
+    "indexPrice": ("index", optional_price),
     "fundingRate": ("rate", _rate),
     "fundingIntervalHour": ("interval_h", _hours),
     "nextFundingTime": ("next_funding_ts", ms_text),
@@ -366,7 +354,7 @@ class BybitLinearAdapter(VenueAdapter):
         return result
 
     def _parse_frame(self, raw: bytes | str, recv_ts: int, result: ParseResult) -> None:
-        obj = _object(_load(raw, MAX_FRAME_BYTES), "frame")
+        obj = json_object(load_json(raw, MAX_FRAME_BYTES), "frame")
         if "op" in obj or "success" in obj:
             result.control, result.stream = True, "control"
             if obj.get("success") is False:
@@ -399,7 +387,7 @@ class BybitLinearAdapter(VenueAdapter):
             raise CodecError("bad_field", f"data: expected an array, got {type(data).__name__}")
         for item in items:
             try:
-                handle(_object(item, "data[]"), recv_ts, result)
+                handle(json_object(item, "data[]"), recv_ts, result)
             except CodecError as exc:
                 result.rejects.append(Reject(exc.kind, exc.detail))
             except DecimalException as exc:
@@ -421,8 +409,8 @@ class BybitLinearAdapter(VenueAdapter):
             return
         result.events.append(Liquidation(
             venue=self.venue, symbol=symbol, instrument=info.instrument, base=info.base, ts=ts,
-            recv_ts=recv_ts, side=side, price=_unit_price(price, info), qty=_base_units(qty, info),
-            notional_usd=_EXACT.multiply(qty, price), order_id=None, sampled=sampled,
+            recv_ts=recv_ts, side=side, price=unit_price(price, info), qty=base_units(qty, info),
+            notional_usd=EXACT.multiply(qty, price), order_id=None, sampled=sampled,
         ))
 
     @staticmethod
@@ -437,14 +425,14 @@ class BybitLinearAdapter(VenueAdapter):
     def _liquidation(self, item: dict[str, Any], recv_ts: int, result: ParseResult) -> None:
         symbol, info = self._symbol(item.get("s"), "s")
         side = self._position_side(item.get("S"), "S")
-        qty, price, ts = _positive(item.get("v"), "v"), _positive(item.get("p"), "p"), _ts(item.get("T"), "T")
+        qty, price, ts = positive(item.get("v"), "v"), positive(item.get("p"), "p"), timestamp_ms(item.get("T"), "T")
         self._emit_liquidation(symbol, info, ts, side, qty, price, False, recv_ts, result)
 
     def _legacy_liquidation(self, item: dict[str, Any], recv_ts: int, result: ParseResult) -> None:
         symbol, info = self._symbol(item.get("symbol"), "symbol")
         side = self._position_side(item.get("side"), "side")
-        qty, price = _positive(item.get("size"), "size"), _positive(item.get("price"), "price")
-        ts = _ts(item.get("updatedTime", item.get("updateTime")), "updatedTime")
+        qty, price = positive(item.get("size"), "size"), positive(item.get("price"), "price")
+        ts = timestamp_ms(item.get("updatedTime", item.get("updateTime")), "updatedTime")
         self._emit_liquidation(symbol, info, ts, side, qty, price, True, recv_ts, result)
 
     def _trade(self, item: dict[str, Any], recv_ts: int, result: ParseResult) -> None:
@@ -456,14 +444,14 @@ class BybitLinearAdapter(VenueAdapter):
         trade_id = item.get("i")
         if not isinstance(trade_id, str) or not 0 < len(trade_id) <= _MAX_TRADE_ID_CHARS:
             raise CodecError("bad_field", f"i: expected a trade id, got {trade_id!r:.40}")
-        price, qty, ts = _positive(item.get("p"), "p"), _positive(item.get("v"), "v"), _ts(item.get("T"), "T")
+        price, qty, ts = positive(item.get("p"), "p"), positive(item.get("v"), "v"), timestamp_ms(item.get("T"), "T")
         if not remember(self._trades_seen, trade_id, self._trade_capacity):
             result.duplicates += 1
             return
         result.events.append(Trade(
             venue=self.venue, symbol=symbol, instrument=info.instrument, base=info.base, ts=ts,
-            recv_ts=recv_ts, side=side, price=_unit_price(price, info), qty=_base_units(qty, info),
-            notional_usd=_EXACT.multiply(price, qty), trade_id=trade_id,
+            recv_ts=recv_ts, side=side, price=unit_price(price, info), qty=base_units(qty, info),
+            notional_usd=EXACT.multiply(price, qty), trade_id=trade_id,
         ))
 
     # ------------------------------------------------------------------ tickers
@@ -472,9 +460,9 @@ class BybitLinearAdapter(VenueAdapter):
         kind = obj.get("type")
         if kind not in ("snapshot", "delta"):
             raise CodecError("bad_field", f"type: expected snapshot or delta, got {kind!r:.20}")
-        data = _object(obj.get("data"), "data")
+        data = json_object(obj.get("data"), "data")
         symbol, info = self._symbol(data.get("symbol"), "data.symbol")
-        ts = _ts(obj.get("ts"), "ts")
+        ts = timestamp_ms(obj.get("ts"), "ts")
         cs = obj.get("cs")
         if cs is not None and (not isinstance(cs, int) or isinstance(cs, bool) or cs < 0):
             raise CodecError("bad_field", f"cs: expected a sequence number, got {cs!r:.40}")
@@ -511,7 +499,7 @@ class BybitLinearAdapter(VenueAdapter):
             return
         oi_usd = state.oi_value
         if oi_usd is None and state.mark is not None:
-            oi_usd = _EXACT.multiply(state.oi, state.mark)  # venue units × venue price: bundles cancel
+            oi_usd = EXACT.multiply(state.oi, state.mark)  # venue units × venue price: bundles cancel
         changed = emitted.oi is None or state.oi != emitted.oi
         revalued = oi_usd != emitted.oi_usd and ts - emitted.oi_ts >= OI_REVALUE_INTERVAL_MS
         if not (changed or revalued):
@@ -519,7 +507,7 @@ class BybitLinearAdapter(VenueAdapter):
         emitted.oi, emitted.oi_usd, emitted.oi_ts = state.oi, oi_usd, ts
         result.events.append(OpenInterest(
             venue=self.venue, symbol=symbol, instrument=info.instrument, base=info.base, ts=ts,
-            recv_ts=recv_ts, oi_qty=_base_units(state.oi, info), oi_usd=oi_usd,
+            recv_ts=recv_ts, oi_qty=base_units(state.oi, info), oi_usd=oi_usd,
         ))
 
     def _maybe_funding(self, symbol: str, info: SymbolInfo, state: _Ticker, emitted: _Emitted,
@@ -534,8 +522,8 @@ class BybitLinearAdapter(VenueAdapter):
         result.events.append(Funding(
             venue=self.venue, symbol=symbol, instrument=info.instrument, base=info.base, ts=ts,
             recv_ts=recv_ts, rate=state.rate, interval_h=interval_h, next_funding_ts=state.next_funding_ts,
-            mark_price=None if state.mark is None else _unit_price(state.mark, info),
-            index_price=None if state.index is None else _unit_price(state.index, info),
+            mark_price=None if state.mark is None else unit_price(state.mark, info),
+            index_price=None if state.index is None else unit_price(state.index, info),
         ))
 
     # ------------------------------------------------------------------ REST
@@ -547,7 +535,7 @@ class BybitLinearAdapter(VenueAdapter):
             if not urlsplit(endpoint).path.rstrip("/").endswith(TICKERS_PATH):
                 raise CodecError("unknown_endpoint", endpoint[:120])
             result.control, result.stream = True, "metadata"
-            self._top_by_open_interest(_load(body, MAX_REST_BYTES), result)
+            self._top_by_open_interest(load_json(body, MAX_REST_BYTES), result)
         except CodecError as exc:
             result.rejects.append(Reject(exc.kind, exc.detail))
         except ValueError as exc:  # urlsplit on a malformed URL
@@ -557,20 +545,20 @@ class BybitLinearAdapter(VenueAdapter):
         return result
 
     def _top_by_open_interest(self, obj: object, result: ParseResult) -> None:
-        response = _object(obj, "response")
+        response = json_object(obj, "response")
         if response.get("retCode") != 0:
             raise CodecError("venue_error", f"retCode={response.get('retCode')!r:.20} "
                                             f"retMsg={response.get('retMsg')!r:.120}")
-        entries = _object(response.get("result"), "result").get("list")
+        entries = json_object(response.get("result"), "result").get("list")
         if not isinstance(entries, list):
             raise CodecError("bad_field", "result.list: expected an array")
         ranked: list[tuple[Decimal, str]] = []
         for entry in entries:
             try:
-                ticker = _object(entry, "list[]")
+                ticker = json_object(entry, "list[]")
                 symbol, info = self._symbol(ticker.get("symbol"), "symbol")
                 if info.expiry is None:  # perpetuals: the ones with funding and liquidity
-                    ranked.append((_num(ticker.get("openInterestValue"), "openInterestValue"), symbol))
+                    ranked.append((parse_number(ticker.get("openInterestValue"), "openInterestValue"), symbol))
             except CodecError as exc:
                 result.rejects.append(Reject(exc.kind, exc.detail))
         ranked.sort(key=lambda pair: (-pair[0], pair[1]))

@@ -88,7 +88,15 @@ from flushwatch.config import DeribitConfig
 from flushwatch.errors import CodecError
 from flushwatch.events import Funding, LiquidatedSide, Liquidation, OpenInterest, TakerSide, Trade
 from ingest.base import ControlAction, ParseResult, Reject, VenueAdapter, WsConnectionPlan
-from ingest.binance import _EXACT, _load, _num, _object, _optional_price, _positive, _ts
+from ingest.parsing import (
+    EXACT,
+    json_object,
+    load_json,
+    optional_price,
+    parse_number,
+    positive,
+    timestamp_ms,
+)
 from ingest.symbols import SymbolInfo, instrument_name, split_multiplier
 
 __all__ = ["DeribitAdapter", "DeribitInstrument", "deribit_instrument"]
@@ -304,7 +312,7 @@ class DeribitAdapter(VenueAdapter):
         return result
 
     def _parse_frame(self, raw: bytes | str, recv_ts: int, result: ParseResult) -> None:
-        obj = _object(_load(raw, MAX_FRAME_BYTES), "frame")
+        obj = json_object(load_json(raw, MAX_FRAME_BYTES), "frame")
         if "id" in obj and ("result" in obj or "error" in obj):
             result.control, result.stream = True, "control"
             if obj.get("error") is not None:
@@ -316,7 +324,7 @@ class DeribitAdapter(VenueAdapter):
             return
         if method != "subscription":
             raise CodecError("unknown_message", f"method={method!r:.40}")
-        params = _object(obj.get("params"), "params")
+        params = json_object(obj.get("params"), "params")
         channel = params.get("channel")
         kind = channel.partition(".")[0] if isinstance(channel, str) else None
         data = params.get("data")
@@ -326,14 +334,14 @@ class DeribitAdapter(VenueAdapter):
                 raise CodecError("bad_field", f"data: expected an array, got {type(data).__name__}")
             for item in data:
                 try:
-                    self._trade(_object(item, "data[]"), recv_ts, result)
+                    self._trade(json_object(item, "data[]"), recv_ts, result)
                 except CodecError as exc:
                     result.rejects.append(Reject(exc.kind, exc.detail))
                 except DecimalException as exc:
                     result.rejects.append(Reject("bad_number", f"arithmetic: {type(exc).__name__}"))
         elif kind == "ticker":
             result.stream = "ticker"
-            self._ticker(_object(data, "data"), recv_ts, result)
+            self._ticker(json_object(data, "data"), recv_ts, result)
         else:
             raise CodecError("unknown_message", f"channel={channel!r:.60}")
 
@@ -362,22 +370,22 @@ class DeribitAdapter(VenueAdapter):
         multiplier = inst.info.multiplier
         if inst.inverse:
             return price, _QUOTIENT.divide(amount, price), amount
-        unit_price = price if multiplier == _ONE else _EXACT.divide(price, multiplier)
-        qty = amount if multiplier == _ONE else _EXACT.multiply(amount, multiplier)
-        return unit_price, qty, _EXACT.multiply(amount, price)
+        unit_price = price if multiplier == _ONE else EXACT.divide(price, multiplier)
+        qty = amount if multiplier == _ONE else EXACT.multiply(amount, multiplier)
+        return unit_price, qty, EXACT.multiply(amount, price)
 
     def _trade(self, data: dict[str, Any], recv_ts: int, result: ParseResult) -> None:
         inst = self._instrument(data.get("instrument_name"))
         trade_id = data.get("trade_id")
         if not isinstance(trade_id, str) or not trade_id or len(trade_id) > _MAX_ID_CHARS:
             raise CodecError("bad_field", f"trade_id: expected a string id, got {trade_id!r:.40}")
-        price = _positive(data.get("price"), "price")
-        amount = _positive(data.get("amount"), "amount")
+        price = positive(data.get("price"), "price")
+        amount = positive(data.get("amount"), "amount")
         direction = data.get("direction")
         if direction not in ("buy", "sell"):
             raise CodecError("bad_field", f"direction: expected buy or sell, got {direction!r:.40}")
         side: TakerSide = "buy" if direction == "buy" else "sell"
-        ts = _ts(data.get("timestamp"), "timestamp")
+        ts = timestamp_ms(data.get("timestamp"), "timestamp")
         seq = data.get("trade_seq")
         if seq is not None and (not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq < 2**63):
             raise CodecError("bad_field", f"trade_seq: expected a sequence number, got {seq!r:.40}")
@@ -412,12 +420,12 @@ class DeribitAdapter(VenueAdapter):
 
     def _ticker(self, data: dict[str, Any], recv_ts: int, result: ParseResult) -> None:
         inst = self._instrument(data.get("instrument_name"))
-        ts = _ts(data.get("timestamp"), "timestamp")
-        mark = _positive(data.get("mark_price"), "mark_price")
-        index = _optional_price(data.get("index_price"), "index_price")
+        ts = timestamp_ms(data.get("timestamp"), "timestamp")
+        mark = positive(data.get("mark_price"), "mark_price")
+        index = optional_price(data.get("index_price"), "index_price")
         raw_oi, raw_rate = data.get("open_interest"), data.get("current_funding")
-        oi = None if raw_oi is None else _num(raw_oi, "open_interest")
-        rate = None if raw_rate is None else _num(raw_rate, "current_funding", allow_negative=True)
+        oi = None if raw_oi is None else parse_number(raw_oi, "open_interest")
+        rate = None if raw_rate is None else parse_number(raw_rate, "current_funding", allow_negative=True)
         emitted = self._emitted.setdefault(inst.name, _Emitted())
         if ts <= emitted.ticker_ts:
             result.duplicates += 1  # the other connection of an overlap, or a repeat
@@ -428,8 +436,8 @@ class DeribitAdapter(VenueAdapter):
             if inst.inverse:
                 oi_qty, oi_usd = _QUOTIENT.divide(oi, mark), oi
             else:
-                oi_qty = oi if info.multiplier == _ONE else _EXACT.multiply(oi, info.multiplier)
-                oi_usd = _EXACT.multiply(oi, mark)
+                oi_qty = oi if info.multiplier == _ONE else EXACT.multiply(oi, info.multiplier)
+                oi_usd = EXACT.multiply(oi, mark)
             valuation = (oi_qty, oi_usd)
             changed = oi != emitted.oi
             revalued = valuation != emitted.oi_valuation and ts - emitted.oi_ts >= OI_REVALUE_INTERVAL_MS
@@ -448,8 +456,8 @@ class DeribitAdapter(VenueAdapter):
         result.events.append(Funding(
             venue=self.venue, symbol=inst.name, instrument=info.instrument, base=info.base, ts=ts,
             recv_ts=recv_ts, rate=rate, interval_h=FUNDING_INTERVAL_H, next_funding_ts=None,
-            mark_price=mark if unit == _ONE else _EXACT.divide(mark, unit),
-            index_price=None if index is None else index if unit == _ONE else _EXACT.divide(index, unit),
+            mark_price=mark if unit == _ONE else EXACT.divide(mark, unit),
+            index_price=None if index is None else index if unit == _ONE else EXACT.divide(index, unit),
         ))
 
     # ------------------------------------------------------------------ REST
@@ -462,10 +470,10 @@ class DeribitAdapter(VenueAdapter):
                 result.rejects.append(Reject("unknown_endpoint", endpoint[:120]))
                 return result
             result.stream = "ticker"
-            obj = _object(_load(body, MAX_REST_BYTES), "response")
+            obj = json_object(load_json(body, MAX_REST_BYTES), "response")
             if obj.get("error") is not None:
                 raise CodecError("venue_error", str(obj["error"])[:200])
-            self._ticker(_object(obj.get("result"), "result"), recv_ts_ms, result)
+            self._ticker(json_object(obj.get("result"), "result"), recv_ts_ms, result)
         except CodecError as exc:
             result.rejects.append(Reject(exc.kind, exc.detail))
         except DecimalException as exc:

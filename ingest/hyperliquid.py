@@ -73,7 +73,7 @@ from flushwatch.config import HyperliquidConfig
 from flushwatch.errors import CodecError
 from flushwatch.events import Funding, OpenInterest, TakerSide, Trade
 from ingest.base import ParseResult, Reject, VenueAdapter, WsConnectionPlan
-from ingest.binance import _EXACT, _load, _num, _object, _optional_price, _positive, _ts
+from ingest.parsing import EXACT, json_object, load_json, optional_price, parse_number, positive, timestamp_ms
 from ingest.symbols import SymbolInfo, instrument_name, split_multiplier
 
 __all__ = ["HyperliquidAdapter", "normalize_hyperliquid_coin"]
@@ -192,7 +192,7 @@ class HyperliquidAdapter(VenueAdapter):
         return result
 
     def _parse_frame(self, raw: bytes | str, recv_ts: int, result: ParseResult) -> None:
-        obj = _object(_load(raw, MAX_FRAME_BYTES), "frame")
+        obj = json_object(load_json(raw, MAX_FRAME_BYTES), "frame")
         channel, data = obj.get("channel"), obj.get("data")
         if channel in ("subscriptionResponse", "pong"):
             result.control, result.stream = True, "control"
@@ -205,14 +205,14 @@ class HyperliquidAdapter(VenueAdapter):
                 raise CodecError("bad_field", f"data: expected an array, got {type(data).__name__}")
             for item in data:
                 try:
-                    self._trade(_object(item, "data[]"), recv_ts, result)
+                    self._trade(json_object(item, "data[]"), recv_ts, result)
                 except CodecError as exc:
                     result.rejects.append(Reject(exc.kind, exc.detail))
                 except DecimalException as exc:
                     result.rejects.append(Reject("bad_number", f"arithmetic: {type(exc).__name__}"))
         elif channel == "activeAssetCtx":
             result.stream = "ticker"
-            self._asset_ctx(_object(data, "data"), recv_ts, result)
+            self._asset_ctx(json_object(data, "data"), recv_ts, result)
         else:
             raise CodecError("unknown_message", f"channel={channel!r:.40}")
 
@@ -235,9 +235,9 @@ class HyperliquidAdapter(VenueAdapter):
             side = "sell"
         else:
             raise CodecError("bad_field", f"side: expected B or A, got {taker!r:.40}")
-        price = _positive(data.get("px"), "px")
-        size = _positive(data.get("sz"), "sz")
-        ts = _ts(data.get("time"), "time")
+        price = positive(data.get("px"), "px")
+        size = positive(data.get("sz"), "sz")
+        ts = timestamp_ms(data.get("time"), "time")
         tid = data.get("tid")
         if not isinstance(tid, int) or isinstance(tid, bool) or not 0 <= tid < _MAX_TID:
             raise CodecError("bad_field", f"tid: expected a trade id, got {tid!r:.40}")
@@ -245,9 +245,9 @@ class HyperliquidAdapter(VenueAdapter):
         event = Trade(
             venue=self.venue, symbol=coin, instrument=info.instrument, base=info.base, ts=ts, recv_ts=recv_ts,
             side=side,
-            price=price if multiplier == _ONE else _EXACT.divide(price, multiplier),
-            qty=size if multiplier == _ONE else _EXACT.multiply(size, multiplier),
-            notional_usd=_EXACT.multiply(price, size), trade_id=str(tid),
+            price=price if multiplier == _ONE else EXACT.divide(price, multiplier),
+            qty=size if multiplier == _ONE else EXACT.multiply(size, multiplier),
+            notional_usd=EXACT.multiply(price, size), trade_id=str(tid),
         )
         key = (coin, tid)
         seen = self._trades_seen
@@ -262,22 +262,22 @@ class HyperliquidAdapter(VenueAdapter):
 
     def _asset_ctx(self, data: dict[str, Any], recv_ts: int, result: ParseResult) -> None:
         coin, info = self._coin(data.get("coin"))
-        ctx = _object(data.get("ctx"), "ctx")
-        mark = _positive(ctx.get("markPx"), "markPx")
-        oracle = _optional_price(ctx.get("oraclePx"), "oraclePx")
-        oi = _num(ctx.get("openInterest"), "openInterest")
-        rate = _num(ctx.get("funding"), "funding", allow_negative=True)
-        ts = _ts(recv_ts, "recv_ts")  # the message carries no time
+        ctx = json_object(data.get("ctx"), "ctx")
+        mark = positive(ctx.get("markPx"), "markPx")
+        oracle = optional_price(ctx.get("oraclePx"), "oraclePx")
+        oi = parse_number(ctx.get("openInterest"), "openInterest")
+        rate = parse_number(ctx.get("funding"), "funding", allow_negative=True)
+        ts = timestamp_ms(recv_ts, "recv_ts")  # the message carries no time
         multiplier = info.multiplier
         emitted = self._emitted.setdefault(coin, _Emitted())
-        oi_usd = _EXACT.multiply(oi, mark)  # venue units × venue price: a bundle cancels out
+        oi_usd = EXACT.multiply(oi, mark)  # venue units × venue price: a bundle cancels out
         changed = oi != emitted.oi
         revalued = oi_usd != emitted.oi_usd and ts - emitted.oi_ts >= OI_REVALUE_INTERVAL_MS
         if changed or revalued:
             emitted.oi, emitted.oi_usd, emitted.oi_ts = oi, oi_usd, ts
             result.events.append(OpenInterest(
                 venue=self.venue, symbol=coin, instrument=info.instrument, base=info.base, ts=ts,
-                recv_ts=recv_ts, oi_qty=oi if multiplier == _ONE else _EXACT.multiply(oi, multiplier),
+                recv_ts=recv_ts, oi_qty=oi if multiplier == _ONE else EXACT.multiply(oi, multiplier),
                 oi_usd=oi_usd,
             ))
         if rate == emitted.rate and ts - emitted.funding_ts < FUNDING_REFRESH_INTERVAL_MS:
@@ -286,9 +286,9 @@ class HyperliquidAdapter(VenueAdapter):
         result.events.append(Funding(
             venue=self.venue, symbol=coin, instrument=info.instrument, base=info.base, ts=ts, recv_ts=recv_ts,
             rate=rate, interval_h=FUNDING_INTERVAL_H, next_funding_ts=(ts // _HOUR_MS + 1) * _HOUR_MS,
-            mark_price=mark if multiplier == _ONE else _EXACT.divide(mark, multiplier),
+            mark_price=mark if multiplier == _ONE else EXACT.divide(mark, multiplier),
             index_price=None if oracle is None else oracle if multiplier == _ONE
-            else _EXACT.divide(oracle, multiplier),
+            else EXACT.divide(oracle, multiplier),
         ))
 
     # ------------------------------------------------------------------ replay server side

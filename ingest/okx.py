@@ -100,8 +100,15 @@ from flushwatch.config import OkxConfig
 from flushwatch.errors import CodecError
 from flushwatch.events import Funding, LiquidatedSide, Liquidation, OpenInterest, TakerSide, Trade
 from ingest.base import ControlAction, ParseResult, Reject, RestPoll, VenueAdapter, WsConnectionPlan
-from ingest.binance import _EXACT, _load, _num, _object, _positive
-from ingest.bybit import ms_text, remember
+from ingest.parsing import (
+    EXACT,
+    json_object,
+    load_json,
+    ms_text,
+    parse_number,
+    positive,
+    remember,
+)
 from ingest.symbols import SymbolInfo, instrument_name, split_multiplier
 
 __all__ = ["INVERSE_QTY_CONTEXT", "OkxInstrument", "OkxSwapAdapter"]
@@ -152,25 +159,25 @@ class OkxInstrument:
     @property
     def contract_size(self) -> Decimal:
         """Base units (linear) or USD (inverse) per contract: ``ctVal × ctMult``."""
-        return _EXACT.multiply(self.ct_val, self.ct_mult)
+        return EXACT.multiply(self.ct_val, self.ct_mult)
 
     def base_units(self, qty: Decimal) -> Decimal:
         """Unbundle a quantity counted in the underlying's bundles (1 for every swap seen so far)."""
         multiplier = self.info.multiplier
-        return qty if multiplier == _ONE else _EXACT.multiply(qty, multiplier)
+        return qty if multiplier == _ONE else EXACT.multiply(qty, multiplier)
 
     def unit_price(self, price: Decimal) -> Decimal:
         """The price of one base unit."""
         multiplier = self.info.multiplier
-        return price if multiplier == _ONE else _EXACT.divide(price, multiplier)
+        return price if multiplier == _ONE else EXACT.divide(price, multiplier)
 
     def size(self, contracts: Decimal, price: Decimal) -> tuple[Decimal, Decimal, Decimal]:
         """``(qty in base units, price per base unit, notional USD)`` of ``contracts`` at ``price``."""
-        amount = _EXACT.multiply(contracts, self.contract_size)
+        amount = EXACT.multiply(contracts, self.contract_size)
         if self.ct_type == "inverse":
             qty, notional = INVERSE_QTY_CONTEXT.divide(amount, price), amount
         else:
-            qty, notional = amount, _EXACT.multiply(amount, price)
+            qty, notional = amount, EXACT.multiply(amount, price)
         return self.base_units(qty), self.unit_price(price), notional
 
 
@@ -190,7 +197,7 @@ def _text(value: object, name: str, *, optional: bool = False) -> str:
 
 
 def _optional_num(value: object, name: str) -> Decimal | None:
-    return None if value is None or value == "" else _num(value, name)
+    return None if value is None or value == "" else parse_number(value, name)
 
 
 def _instrument(entry: dict[str, Any]) -> OkxInstrument:
@@ -207,8 +214,8 @@ def _instrument(entry: dict[str, Any]) -> OkxInstrument:
     return OkxInstrument(
         inst_id=inst_id,
         ct_type=ct_type,
-        ct_val=_positive(entry.get("ctVal"), f"{inst_id}: ctVal"),
-        ct_mult=_ONE if ct_mult in (None, "") else _positive(ct_mult, f"{inst_id}: ctMult"),
+        ct_val=positive(entry.get("ctVal"), f"{inst_id}: ctVal"),
+        ct_mult=_ONE if ct_mult in (None, "") else positive(ct_mult, f"{inst_id}: ctMult"),
         ct_val_ccy=_text(entry.get("ctValCcy"), "ctValCcy", optional=True),
         settle_ccy=_text(entry.get("settleCcy"), "settleCcy", optional=True),
         info=SymbolInfo(base=base, quote=parts[1], instrument=instrument_name(base, parts[1]),
@@ -360,13 +367,13 @@ class OkxSwapAdapter(VenueAdapter):
         if raw in ("pong", b"pong"):
             result.control, result.stream = True, "control"
             return
-        obj = _object(_load(raw, MAX_FRAME_BYTES), "frame")
+        obj = json_object(load_json(raw, MAX_FRAME_BYTES), "frame")
         if "event" in obj:
             result.control, result.stream = True, "control"
             if obj["event"] == "error":
                 raise CodecError("venue_error", f"code={obj.get('code')!r:.20} msg={obj.get('msg')!r:.160}")
             return
-        channel = _object(obj.get("arg"), "arg").get("channel")
+        channel = json_object(obj.get("arg"), "arg").get("channel")
         if not isinstance(channel, str) or channel not in self._handlers:
             raise CodecError("unknown_message", f"channel={channel!r:.40}")
         result.stream, handle = self._handlers[channel]
@@ -378,7 +385,7 @@ class OkxSwapAdapter(VenueAdapter):
             raise CodecError("bad_field", f"{name}: expected an array, got {type(items).__name__}")
         for item in items:
             try:
-                handle(_object(item, f"{name}[]"), recv_ts, result)
+                handle(json_object(item, f"{name}[]"), recv_ts, result)
             except CodecError as exc:
                 result.rejects.append(Reject(exc.kind, exc.detail))
             except DecimalException as exc:
@@ -417,7 +424,7 @@ class OkxSwapAdapter(VenueAdapter):
             raise CodecError("bad_field", f"side: expected buy or sell, got {order_side!r:.20}")
         if position not in (None, "", "net", side):
             raise CodecError("bad_field", f"side {order_side!r} contradicts posSide {position!r:.20}")
-        contracts, price = _positive(detail.get("sz"), "sz"), _positive(detail.get("bkPx"), "bkPx")
+        contracts, price = positive(detail.get("sz"), "sz"), positive(detail.get("bkPx"), "bkPx")
         ts = _okx_ts(detail.get("ts"), "ts")
         qty, unit_price, notional = meta.size(contracts, price)
         if not remember(self._liquidations_seen, (meta.inst_id, ts, side, contracts, price),
@@ -438,7 +445,7 @@ class OkxSwapAdapter(VenueAdapter):
         if taker not in ("buy", "sell"):
             raise CodecError("bad_field", f"side: expected buy or sell, got {taker!r:.20}")
         side: TakerSide = "buy" if taker == "buy" else "sell"
-        contracts, price = _positive(item.get("sz"), "sz"), _positive(item.get("px"), "px")
+        contracts, price = positive(item.get("sz"), "sz"), positive(item.get("px"), "px")
         ts = _okx_ts(item.get("ts"), "ts")
         qty, unit_price, notional = meta.size(contracts, price)
         if not remember(self._trades_seen, (meta.inst_id, trade_id), self._trade_capacity):
@@ -453,14 +460,14 @@ class OkxSwapAdapter(VenueAdapter):
     def _open_interest(self, item: dict[str, Any], recv_ts: int, result: ParseResult) -> None:
         meta = self._instrument(item.get("instId"))
         ts = _okx_ts(item.get("ts"), "ts")
-        contracts = _num(item.get("oi"), "oi")
+        contracts = parse_number(item.get("oi"), "oi")
         coins, usd = _optional_num(item.get("oiCcy"), "oiCcy"), _optional_num(item.get("oiUsd"), "oiUsd")
-        amount = _EXACT.multiply(contracts, meta.contract_size)
+        amount = EXACT.multiply(contracts, meta.contract_size)
         mark = self.last_mark_price(meta.inst_id)
         if meta.ct_type == "linear":
             coins = amount if coins is None else coins
             if usd is None and mark is not None:
-                usd = _EXACT.multiply(coins, mark)
+                usd = EXACT.multiply(coins, mark)
         else:
             usd = amount if usd is None else usd
             if coins is None:
@@ -479,7 +486,7 @@ class OkxSwapAdapter(VenueAdapter):
     def _funding(self, item: dict[str, Any], recv_ts: int, result: ParseResult) -> None:
         meta = self._instrument(item.get("instId"))
         ts = _okx_ts(item.get("ts"), "ts")
-        rate = _num(item.get("fundingRate"), "fundingRate", allow_negative=True)
+        rate = parse_number(item.get("fundingRate"), "fundingRate", allow_negative=True)
         settles = _okx_ts(item.get("fundingTime"), "fundingTime")
         following = ms_text(item.get("nextFundingTime"), "nextFundingTime")
         interval_h = DEFAULT_FUNDING_INTERVAL_H
@@ -500,7 +507,7 @@ class OkxSwapAdapter(VenueAdapter):
 
     def _mark_price(self, item: dict[str, Any], recv_ts: int, result: ParseResult) -> None:
         meta = self._instrument(item.get("instId"))
-        mark, ts = _positive(item.get("markPx"), "markPx"), _okx_ts(item.get("ts"), "ts")
+        mark, ts = positive(item.get("markPx"), "markPx"), _okx_ts(item.get("ts"), "ts")
         if self._newer("mark-price", meta.inst_id, ts, result):
             self._mark[meta.inst_id] = (ts, mark)
 
@@ -518,7 +525,7 @@ class OkxSwapAdapter(VenueAdapter):
             else:
                 raise CodecError("unknown_endpoint", endpoint[:120])
             result.control, result.stream = True, "metadata"
-            response = _object(_load(body, MAX_REST_BYTES), "response")
+            response = json_object(load_json(body, MAX_REST_BYTES), "response")
             if response.get("code") != "0":
                 raise CodecError("venue_error", f"code={response.get('code')!r:.20} "
                                                 f"msg={response.get('msg')!r:.120}")
@@ -537,7 +544,7 @@ class OkxSwapAdapter(VenueAdapter):
     def _load_instruments(self, data: list[Any], result: ParseResult) -> None:
         for entry in data:
             try:
-                meta = _instrument(_object(entry, "data[]"))
+                meta = _instrument(json_object(entry, "data[]"))
             except CodecError as exc:
                 result.rejects.append(Reject(exc.kind, exc.detail))
                 continue
@@ -551,9 +558,9 @@ class OkxSwapAdapter(VenueAdapter):
         ranked: list[tuple[Decimal, str]] = []
         for entry in data:
             try:
-                row = _object(entry, "data[]")
+                row = json_object(entry, "data[]")
                 meta = self._instrument(row.get("instId"))
-                ranked.append((_num(row.get("oiUsd"), "oiUsd"), meta.inst_id))
+                ranked.append((parse_number(row.get("oiUsd"), "oiUsd"), meta.inst_id))
             except CodecError as exc:
                 result.rejects.append(Reject(exc.kind, exc.detail))
         ranked.sort(key=lambda pair: (-pair[0], pair[1]))
