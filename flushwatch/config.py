@@ -750,14 +750,18 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
 
 
 def masked_dict(config: BaseModel) -> dict[str, Any]:
-    """The config as plain data with every secret replaced by ``"**********"``."""
-    out: dict[str, Any] = {}
-    for name in type(config).model_fields:
-        value = getattr(config, name)
+    """The config as plain data (lists and tables included) with every secret replaced by ``"**********"``."""
+
+    def plain(value: Any) -> Any:
         if isinstance(value, BaseModel):
-            out[name] = masked_dict(value)
-        elif isinstance(value, SecretStr):
-            out[name] = "**********"
-        else:
-            out[name] = value
-    return out
+            return {name: plain(getattr(value, name)) for name in type(value).model_fields}
+        if isinstance(value, SecretStr):
+            return "**********"
+        if isinstance(value, dict):
+            return {key: plain(item) for key, item in value.items()}
+        if isinstance(value, list | tuple):
+            return [plain(item) for item in value]
+        return value
+
+    result: dict[str, Any] = plain(config)
+    return result

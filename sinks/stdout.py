@@ -16,9 +16,11 @@ __all__ = ["StdoutSink"]
 class StdoutSink(AlertSink):
     """Prints each alert as it arrives and flushes, so a ``| tee`` or a terminal sees it at once."""
 
-    name = "stdout"
+    kind = "stdout"
 
-    def __init__(self, fmt: Literal["text", "json"] = "text", stream: TextIO | None = None) -> None:
+    def __init__(self, fmt: Literal["text", "json"] = "text", stream: TextIO | None = None,
+                 name: str = "stdout") -> None:
+        self.name = name
         self._fmt = fmt
         self._stream = stream
 
