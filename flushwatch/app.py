@@ -34,10 +34,8 @@ from ingest.replay import ReplayServer, load_replay_lines
 from ingest.service import IngestService
 from processors.registry import build_detectors
 from processors.runtime import ProcessorService
-from sinks.base import AlertSink
-from sinks.jsonl import JsonlSink
+from sinks.factory import build_targets
 from sinks.service import SinkService
-from sinks.stdout import StdoutSink
 
 __all__ = ["DEMO_RECORDING", "RunOptions", "demo_recording_path", "online", "run_service", "wait_first"]
 
@@ -96,15 +94,6 @@ def _for_replay(config: Config, venue: str, ws_url: str, rest_url: str, symbols:
         update["rest_weight_budget_per_min"] = max(1, int(section.rest_weight_budget_per_min * speed))
     venues = config.venues.model_copy(update={venue: section.model_copy(update=update)})
     return config.model_copy(update={"venues": venues})
-
-
-def _build_sinks(config: Config) -> list[AlertSink]:
-    sinks: list[AlertSink] = []
-    if config.sink.stdout:
-        sinks.append(StdoutSink(config.sink.stdout_format))
-    if config.sink.jsonl_path:
-        sinks.append(JsonlSink(config.sink.jsonl_path))
-    return sinks
 
 
 @contextlib.contextmanager
@@ -210,7 +199,7 @@ async def _run_roles(config: Config, options: RunOptions, metrics: Metrics, stop
                 ready_parts["processor assigned"] = processor.ready
                 stages.append((processor, group.create_task(processor.run(stop), name="process")))
             if "sink" in options.roles:
-                sink = SinkService(config, metrics, _build_sinks(config), producer, bootstrap)
+                sink = SinkService(config, metrics, build_targets(config), producer, bootstrap)
                 ready_parts["sink assigned"] = sink.ready
                 stages.append((sink, group.create_task(sink.run(stop), name="sink")))
             if options.duration_s is not None:

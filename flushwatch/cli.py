@@ -9,9 +9,10 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 from flushwatch.config import Config, load_config
-from flushwatch.errors import FlushwatchError
+from flushwatch.errors import ConfigError, FlushwatchError
 from flushwatch.logs import setup_logging
 
 log = logging.getLogger("flushwatch")
@@ -116,6 +117,18 @@ def build_parser() -> argparse.ArgumentParser:
     show = config_sub.add_parser("show", help="print the effective config (secrets masked)")
     _add_config(show)
     show.add_argument("--json", action="store_true", help="JSON instead of TOML")
+
+    tail = sub.add_parser("tail", help="show alerts from the alert topic as a downstream consumer sees them",
+                          description="Read fw.alerts without joining a consumer group (nothing is committed) "
+                          "and print each alert, human-readable or as the JSON downstream services receive.")
+    tail_sub = tail.add_subparsers(dest="tail_command", metavar="WHAT", required=True)
+    tail_alerts = tail_sub.add_parser("alerts", help="alerts on fw.alerts")
+    _add_config(tail_alerts)
+    tail_alerts.add_argument("--json", action="store_true", help="print the alert JSON, one per line")
+    tail_alerts.add_argument("--from-beginning", action="store_true", help="start at the oldest retained alert")
+    tail_alerts.add_argument("--no-follow", action="store_true", help="stop at the end of the topic")
+    tail_alerts.add_argument("--bootstrap", metavar="HOST:PORT",
+                             help="Kafka to read (default: kafka.bootstrap_servers)")
 
     sub.add_parser("venues", help="list supported venues and what each provides")
     return parser
@@ -230,6 +243,19 @@ def cmd_config_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tail(args: argparse.Namespace) -> int:
+    """Tail the alert topic."""
+    from sinks.tail import tail_alerts  # noqa: PLC0415
+
+    config = _load(args)
+    if not args.bootstrap and not config.kafka.bootstrap_servers:
+        raise ConfigError("tail needs a cluster: --bootstrap HOST:PORT or kafka.bootstrap_servers (the embedded "
+                          "broker of `flushwatch run` prints its address in the log)")
+    fmt: Literal["text", "json"] = "json" if args.json else "text"
+    asyncio.run(tail_alerts(config, args.bootstrap, fmt, args.from_beginning, not args.no_follow, sys.stdout))
+    return 0
+
+
 def cmd_venues(_args: argparse.Namespace) -> int:
     """List venues."""
     from ingest.catalog import describe_venues  # noqa: PLC0415
@@ -247,7 +273,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command in ("ingest", "process", "sink"):
             return cmd_run(args, frozenset({args.command}))
         handlers = {"broker": cmd_broker, "record": cmd_record, "replay": cmd_replay,
-                    "backtest": cmd_backtest, "venues": cmd_venues}
+                    "backtest": cmd_backtest, "venues": cmd_venues, "tail": cmd_tail}
         if args.command == "config":
             return cmd_config_show(args)
         return handlers[args.command](args)

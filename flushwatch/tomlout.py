@@ -35,7 +35,11 @@ def dump_toml(data: dict[str, Any], prefix: str = "") -> str:
     when they are free-form maps (e.g. per-asset floors), which sit under their parent table."""
     lines: list[str] = []
     tables: list[tuple[str, dict[str, Any]]] = []
+    arrays: list[tuple[str, list[dict[str, Any]]]] = []
     for key, value in data.items():
+        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            arrays.append((key, value))
+            continue
         nested = isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values())
         if nested or (isinstance(value, dict) and _is_section(value)):
             tables.append((key, value))
@@ -48,6 +52,12 @@ def dump_toml(data: dict[str, Any], prefix: str = "") -> str:
         out += (f"[{prefix}]\n" if prefix else "") + "\n".join(lines) + "\n\n"
     for key, value in tables:
         out += dump_toml(value, f"{prefix}.{_key(key)}" if prefix else _key(key))
+    for key, items in arrays:  # arrays of tables, e.g. [[sink.targets]]
+        name = f"{prefix}.{_key(key)}" if prefix else _key(key)
+        for item in items:
+            body = dump_toml(item, name)
+            out += body.replace(f"[{name}]\n", f"[[{name}]]\n", 1) if body.startswith(f"[{name}]") \
+                else f"[[{name}]]\n" + body
     return out
 
 

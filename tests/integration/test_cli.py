@@ -131,3 +131,30 @@ def test_kill_9_leaves_no_orphan_broker(tmp_path):
     proc.kill()
     proc.wait(timeout=10)
     assert _wait_dead(broker_pid), "the embedded broker was orphaned by kill -9"
+
+
+def test_config_show_handles_sink_targets_and_masks_their_secrets(tmp_path):
+    config = tmp_path / "targets.toml"
+    config.write_text('[[sink.targets]]\nkind = "webhook"\nname = "ops"\nurl = "http://127.0.0.1:9/h"\n'
+                      'secret = "topsecret"\nfilter = { types = ["cascade_started"] }\n'
+                      '[[sink.targets]]\nkind = "slack"\nurl_env = "SLACK_URL"\n')
+    shown = run("config", "show", "--config", str(config))
+    assert shown.returncode == 0, shown.stderr
+    assert "topsecret" not in shown.stdout
+    assert shown.stdout.count("[[sink.targets]]") == 2
+    as_json = run("config", "show", "--json", "--config", str(config))
+    assert as_json.returncode == 0, as_json.stderr
+    targets = orjson.loads(as_json.stdout)["sink"]["targets"]
+    assert [t["name"] for t in targets] == ["ops", "slack"]
+    assert targets[0]["secret"] == "**********"
+    saved = tmp_path / "saved.toml"
+    saved.write_text(shown.stdout.replace('secret = "**********"', 'secret = "x"'))
+    again = run("config", "show", "--json", "--config", str(saved))
+    assert again.returncode == 0, again.stderr
+    assert orjson.loads(again.stdout)["sink"]["targets"][0]["filter"]["types"] == ["cascade_started"]
+
+
+def test_tail_without_a_cluster_explains_what_it_needs():
+    result = run("tail", "alerts")
+    assert result.returncode == 2
+    assert "tail needs a cluster" in result.stderr
