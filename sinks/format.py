@@ -165,10 +165,14 @@ _KNOWN: list[tuple[str, Callable[[dict[str, Any], Any], tuple[str, str] | None]]
     ("taker_sell_usd", _nonzero_money("Taker sells")),
     ("taker_buy_usd", _nonzero_money("Taker buys")),
     ("threshold_usd", _plain("Threshold", fmt_usd)),
+    ("taker_burst_ratio", _plain("Taker burst", lambda v: f"{v:.1f}x baseline")),
+    ("price_impact_pct", _plain("Price impact", fmt_pct)),
+    ("estimated_usd", _nonzero_money("Estimated (no liquidation feed)")),
 ]
 # bookkeeping numbers a person does not need in a chat message
 _HIDDEN = frozenset({"episode_id", "side", "lower_bound", "window_events", "window_notional_usd", "window_s",
-                     "by_venue", "price_start", "price_extreme", "price_change_pct"})
+                     "by_venue", "price_start", "price_extreme", "price_change_pct", "corroborated", "trigger",
+                     "estimated"})
 
 
 def _facts(metrics: dict[str, Any]) -> list[tuple[str, str]]:
