@@ -95,8 +95,12 @@ class Metrics:
         self.processing_latency = Histogram("flushwatch_processing_latency_seconds",
                                             "Event receive to alert produced.", buckets=LATENCY_BUCKETS,
                                             registry=r)
-        self.late_events = Counter("flushwatch_late_events", "Events older than the detector clock.",
-                                   ["type"], registry=r)
+        self.late_events = Counter("flushwatch_late_events",
+                                   "Events out of order in their partition by more than the allowed lateness "
+                                   "(still processed).", ["type"], registry=r)
+        self.detector_late_events = Counter("flushwatch_detector_late_events",
+                                            "Events a detector could not fold in: older than its window.",
+                                            ["detector"], registry=r)
         # sinks
         self.sink_delivered = Counter("flushwatch_sink_delivered", "Alerts delivered, by sink.", ["sink"],
                                       registry=r)

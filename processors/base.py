@@ -21,6 +21,8 @@ class Detector(ABC):
     """One kind of finding. ``name`` is the registry key and the prefix of its alert types' ids."""
 
     name: str = ""
+    #: events too old to be folded into the state (counted, never silently dropped); exported per detector
+    late_events: int = 0
 
     @abstractmethod
     def on_event(self, event: MarketEvent) -> list[Alert]:

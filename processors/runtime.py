@@ -83,6 +83,7 @@ class _Unit:
     last_ts: dict[str, int] = field(default_factory=dict)
     pending: list[tuple[Alert, int | None]] = field(default_factory=list)
     dirty: bool = True
+    late_seen: dict[str, int] = field(default_factory=dict)
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -214,6 +215,7 @@ class ProcessorService:
                         self._tick(unit, now)
                         await self._publish(unit, now)
                 await self._emit_pending(self._units.values())
+                self._count_late()
                 if batch and time.monotonic() - last_commit >= commit_s:
                     await self._checkpoint([u for u in self._units.values() if u.dirty])
                     last_commit = time.monotonic()
@@ -242,6 +244,7 @@ class ProcessorService:
                         snap = state.detectors.get(detector.name)
                         if snap is not None:
                             detector.restore(snap)
+                            unit.late_seen[detector.name] = detector.late_events  # counted before
                     unit.offsets = dict(state.offsets)
                     unit.alerts_next = state.alerts_next
                     for topic, offset in state.offsets.items():
@@ -308,6 +311,15 @@ class ProcessorService:
                     return None
                 lagging.append(last)
         return min(lagging) if lagging else self._clock.now()
+
+    def _count_late(self) -> None:
+        """Export what detectors counted as too late to use (their own counters live in their state)."""
+        for unit in self._units.values():
+            for detector in unit.detectors:
+                seen = unit.late_seen.get(detector.name, 0)
+                if detector.late_events > seen:
+                    self._metrics.detector_late_events.labels(detector.name).inc(detector.late_events - seen)
+                    unit.late_seen[detector.name] = detector.late_events
 
     def _tick(self, unit: _Unit, now: int | None) -> None:
         if now is None:

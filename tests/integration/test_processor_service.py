@@ -32,6 +32,9 @@ class EveryThird(Detector):
     def on_event(self, event: MarketEvent) -> list[Alert]:
         if not isinstance(event, Liquidation):
             return []
+        if event.ts < 1_000_000_000_000:  # the test's stale straggler: too old to use
+            self.late_events += 1
+            return []
         n = self.counts[event.base] = self.counts.get(event.base, 0) + 1
         if n % 3:
             return []
@@ -61,8 +64,11 @@ async def test_processor_consumes_detects_produces_and_commits(broker, topic_pre
     topics = Topics(topic_prefix)
     await create_topics(config.kafka, topics.all, compacted=topics.compacted)
     events = [liquidation(base, i) for i in range(9) for base in ("BTC", "ETH")]
+    straggler = Liquidation(venue="binance", symbol="BTCUSDT", instrument="BTC-USDT-PERP", base="BTC", ts=5,
+                            recv_ts=5, side="long", price=Decimal("1"), qty=Decimal("1"), notional_usd=Decimal("1"))
     await produce(broker.bootstrap, topics.market("liquidation"),
-                  [(e.base.encode(), encode_event(e)) for e in events] + [(b"BTC", b"{not json")])
+                  [(e.base.encode(), encode_event(e)) for e in events]
+                  + [(b"BTC", b"{not json"), (b"BTC", encode_event(straggler))])
 
     metrics = Metrics()
     producer = Producer(config.kafka, metrics)
@@ -87,6 +93,9 @@ async def test_processor_consumes_detects_produces_and_commits(broker, topic_pre
                                              {"type": "test_alert", "severity": "info"}) == 6
     assert metrics.registry.get_sample_value("flushwatch_dead_letters_total",
                                              {"source": "process", "kind": "malformed_json"}) == 1
+    assert metrics.registry.get_sample_value("flushwatch_detector_late_events_total",
+                                             {"detector": "every_third"}) == 1
+    assert metrics.registry.get_sample_value("flushwatch_late_events_total", {"type": "liquidation"}) == 1
 
     # offsets were committed: the group resumes after everything it processed
     consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=config.processor.group_id,
@@ -97,7 +106,7 @@ async def test_processor_consumes_detects_produces_and_commits(broker, topic_pre
         for p in range(config.kafka.partitions):
             committed = await consumer.committed(TopicPartition(topics.market("liquidation"), p))
             total += committed or 0
-        assert total == len(events) + 1
+        assert total == len(events) + 2
     finally:
         await consumer.stop()
     alert = orjson.loads(alerts[0].value)
