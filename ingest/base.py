@@ -94,6 +94,8 @@ class VenueAdapter(ABC):
     stale_after_s: float = 60.0
     #: whether this venue's liquidation feed is a sample rather than every liquidation
     liquidations_sampled: bool = False
+    #: whether ``venues.<name>.top_n_by_oi`` works (needs one REST call listing every instrument's OI)
+    supports_top_n_by_oi: bool = False
 
     def __init__(self, symbols: list[str], ws_url: str | None = None, rest_url: str | None = None) -> None:
         self.symbols = list(symbols)

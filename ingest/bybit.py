@@ -241,6 +241,7 @@ class BybitLinearAdapter(VenueAdapter):
     """
 
     venue = "bybit"
+    supports_top_n_by_oi = True
     default_ws_url = "wss://stream.bybit.com/v5/public/linear"
     default_rest_url = "https://api.bybit.com"
     app_ping_message = '{"op":"ping"}'

@@ -231,6 +231,7 @@ class OkxSwapAdapter(VenueAdapter):
     """
 
     venue = "okx"
+    supports_top_n_by_oi = True
     default_ws_url = "wss://ws.okx.com:8443/ws/v5/public"
     default_rest_url = "https://www.okx.com"
     app_ping_message = "ping"

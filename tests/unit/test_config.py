@@ -58,3 +58,13 @@ def test_secrets_are_masked():
     dumped = masked_dict(config)
     assert dumped["kafka"]["sasl_password"] == "**********"
     assert "hunter2" not in repr(dumped)
+
+
+def test_top_n_by_oi_is_refused_where_the_venue_cannot_do_it():
+    from ingest.registry import create_adapter
+
+    config = load_config(environ={"FLUSHWATCH_VENUES__BITMEX__TOP_N_BY_OI": "5"})
+    with pytest.raises(ConfigError, match=r"venues\.bitmex\.top_n_by_oi: bitmex has no public call"):
+        create_adapter("bitmex", config)
+    bybit = create_adapter("bybit", load_config(environ={"FLUSHWATCH_VENUES__BYBIT__TOP_N_BY_OI": "5"}))
+    assert bybit.startup_requests()  # it asks the venue for every instrument's OI first
