@@ -42,6 +42,7 @@ from flushwatch.recording import RecordLine
 from ingest.backoff import Backoff, BackoffPolicy
 from ingest.base import RestPoll, VenueAdapter
 from ingest.http import HttpProtocolError, HttpResponse, http_get
+from ingest.replay import NOT_RECORDED
 
 __all__ = ["OUTCOMES", "HttpGetFn", "RestPoller", "WeightLimiter", "fetch_startup"]
 
@@ -51,7 +52,10 @@ HttpGetFn = Callable[[str], Awaitable[HttpResponse]]
 SleepFn = Callable[[float], Awaitable[None]]
 
 #: Every value the ``outcome`` label of ``flushwatch_rest_requests`` can take.
-OUTCOMES = ("ok", "rate_limited", "banned", "server_error", "client_error", "error")
+#: the body marker of a replay server's "this recording holds no such response" 404
+NOT_RECORDED_MARK = f'"replay":"{NOT_RECORDED}"'.encode()
+
+OUTCOMES = ("ok", "rate_limited", "banned", "server_error", "client_error", "not_recorded", "error")
 
 
 def _wall_ms() -> int:
@@ -180,6 +184,7 @@ class RestPoller:
         #: venue-wide pauses started (429/418/Retry-After)
         self.pauses = 0
         self.startup_done = False
+        self._not_recorded: set[str] = set()
 
     # ------------------------------------------------------------------ public
 
@@ -203,6 +208,8 @@ class RestPoller:
                 if line is not None:
                     await self._emit(line)
                     emitted += 1
+                    break
+                if outcome == "not_recorded":
                     break
                 if outcome == "client_error":
                     # 404/400 will not heal by retrying (a wrong path, or a recording without it): go on
@@ -253,6 +260,12 @@ class RestPoller:
             try:
                 due, index = heap[0]
                 poll = polls[index]
+                if poll.path in self._not_recorded:  # a replay without it: drop it from the schedule
+                    heapq.heappop(heap)
+                    in_flight.release()
+                    if not heap:
+                        return
+                    continue
                 while (wait := due - self._clock()) > 0:
                     await self._sleep(wait)
                 await self._wait_out_pause()
@@ -300,6 +313,14 @@ class RestPoller:
         try:
             response = await self._http_get(url)
         except HttpError as exc:
+            if exc.status == 404 and NOT_RECORDED_MARK in exc.body:
+                # a replay of a recording without this request: expected, say it once and stop asking
+                self._count("not_recorded")
+                if path not in self._not_recorded:
+                    self._not_recorded.add(path)
+                    log.info("REST %s: the replayed recording holds no response to %s; not asking again",
+                             self.venue, path)
+                return None, "not_recorded"
             outcome = self._on_http_error(exc)
             self._count(outcome)
             self._problems.warning(f"http:{outcome}", "REST %s: GET %s failed: HTTP %d", self.venue, path,

@@ -57,6 +57,11 @@ log = logging.getLogger(__name__)
 RestKey = tuple[str, tuple[tuple[str, str], ...]]
 
 
+#: marks a replay server's 404 for a request the recording holds no response to, so pollers can tell
+#: "not in this recording" (expected, quiet) from a venue refusing a request (an error)
+NOT_RECORDED = "not_recorded"
+
+
 def rest_key(endpoint: str) -> RestKey:
     """Path and sorted query of a REST endpoint (a bare ``/path?query`` or a full URL), for matching."""
     parts = urlsplit(endpoint)
@@ -343,7 +348,8 @@ class ReplayServer:
         self.http_requests += 1
         entry = self._rest.get(rest_key(request.path))
         if entry is None:
-            body = orjson.dumps({"code": -1, "msg": f"no recorded response for {request.path}"}).decode()
+            body = orjson.dumps({"code": -1, "msg": f"no recorded response for {request.path}",
+                                 "replay": NOT_RECORDED}).decode()
             return self._json_response(connection, 404, body)
         stamps, bodies = entry
         index = max(0, bisect.bisect_right(stamps, self.position_ms()) - 1)

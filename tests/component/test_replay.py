@@ -14,7 +14,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from flushwatch.recording import BadLine, RecordLine
-from ingest.base import ParseResult, VenueAdapter, WsConnectionPlan
+from ingest.base import ParseResult, RestPoll, VenueAdapter, WsConnectionPlan
 from ingest.http import http_get
 from ingest.replay import ReplayServer, load_replay_lines, rest_key
 
@@ -243,3 +243,38 @@ async def test_done_when_the_timeline_ended_while_nobody_was_connected() -> None
             async with asyncio.timeout(5):
                 await server.done.wait()
     assert server.frames_sent == 1
+
+
+class PollingAdapter(ReplayAdapter):
+    """Asks for one recorded start-up response, one that is not recorded, and polls both kinds."""
+
+    def startup_requests(self) -> list[str]:
+        return ["/fapi/v1/exchangeInfo", "/fapi/v1/fundingInfo"]
+
+    def rest_polls(self) -> list[RestPoll]:
+        return [RestPoll("/fapi/v1/openInterest?x=1&symbol=BTCUSDT", 0.01),
+                RestPoll("/fapi/v1/openInterest?symbol=NOPEUSDT", 0.01)]
+
+
+async def test_poller_treats_responses_missing_from_a_recording_as_expected(caplog) -> None:
+    from flushwatch.metrics import Metrics  # noqa: PLC0415
+    from ingest.poller import RestPoller  # noqa: PLC0415
+
+    adapter = PollingAdapter([])
+    async with ReplayServer(recording(), adapter, speed=0) as server:
+        adapter.rest_url = server.http_url
+        out: asyncio.Queue[RecordLine] = asyncio.Queue(maxsize=100)
+        metrics = Metrics()
+        poller = RestPoller(adapter, out, metrics, weight_budget_per_min=60_000)
+        assert await poller.fetch_startup() == 1
+        async with asyncio.TaskGroup() as group:
+            task = group.create_task(poller.run(startup=False))
+            lines = [await asyncio.wait_for(out.get(), 5) for _ in range(4)]
+            task.cancel()
+    assert [line.endpoint for line in lines] == (["/fapi/v1/exchangeInfo"]
+                                                 + ["/fapi/v1/openInterest?x=1&symbol=BTCUSDT"] * 3)
+    assert lines[1].data in ('{"openInterest":"1.0"}', '{"openInterest":"2.0"}')
+    # the unrecorded paths were asked for once each, then never again, and nothing was logged as an error
+    assert metrics.registry.get_sample_value("flushwatch_rest_requests_total",
+                                             {"venue": VENUE, "outcome": "not_recorded"}) == 2
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "WARNING")]
