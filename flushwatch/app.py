@@ -128,6 +128,12 @@ async def run_service(config: Config, options: RunOptions, metrics: Metrics | No
     """Run the requested roles until stopped (signal, ``--duration``, or the end of a replay)."""
     metrics = metrics or Metrics()
     stop = stop or asyncio.Event()
+    # signals first: a SIGTERM while the broker starts or topics are created must drain, not kill
+    with _signals(stop):
+        return await _run_with_signals(config, options, metrics, stop)
+
+
+async def _run_with_signals(config: Config, options: RunOptions, metrics: Metrics, stop: asyncio.Event) -> int:
     broker: EmbeddedBroker | None = None
     bootstrap: str | None = None
     if not config.kafka.bootstrap_servers:
@@ -146,8 +152,10 @@ async def run_service(config: Config, options: RunOptions, metrics: Metrics | No
         if config.metrics.enabled:
             ops = OpsServer(metrics.registry, config.metrics.host, config.metrics.port,
                             lambda: [name for name, ev in ready_parts.items() if not ev.is_set()]).start()
-        with _signals(stop):
-            return await _run_roles(config, options, metrics, stop, bootstrap, ready_parts)
+        if stop.is_set():
+            log.info("stopped before the roles started")
+            return 0
+        return await _run_roles(config, options, metrics, stop, bootstrap, ready_parts)
     finally:
         if ops is not None:
             ops.stop()
