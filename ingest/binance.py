@@ -73,15 +73,22 @@ from flushwatch.events import Funding, LiquidatedSide, Liquidation, OpenInterest
 from ingest.base import ParseResult, Reject, RestPoll, VenueAdapter, WsConnectionPlan
 from ingest.parsing import (
     EXACT,
+    Emitted,
     base_units,
+    endpoint_reject,
+    internal_reject,
     json_object,
     load_json,
     optional_price,
+    parse_frame,
     parse_number,
     positive,
+    reject,
+    remember,
     timestamp_ms,
     unit_price,
 )
+from ingest.subscribe import chunks
 from ingest.symbols import SymbolInfo, SymbolMeta, normalize_binance_symbol
 
 __all__ = ["BinanceUsdmAdapter"]
@@ -163,7 +170,7 @@ class BinanceUsdmAdapter(VenueAdapter):
         self._funding_interval_h: dict[str, int] = {}
         self._last_mark: dict[str, Decimal] = {}
         self._last_mark_ts: dict[str, int] = {}
-        self._last_funding: dict[str, tuple[int, Decimal]] = {}
+        self._emitted: dict[str, Emitted] = {}
         self._last_oi_ts: dict[str, int] = {}
         self.funding_min_interval_ms = int(funding_min_interval_s * 1000)
         self._liquidations_seen: OrderedDict[LiquidationKey, None] = OrderedDict()
@@ -194,12 +201,10 @@ class BinanceUsdmAdapter(VenueAdapter):
         base = self.ws_url.rstrip("/")
         plans: list[WsConnectionPlan] = []
         message_id = 0
-        for index in range(0, len(streams), MAX_STREAMS_PER_CONNECTION):
-            shard = streams[index : index + MAX_STREAMS_PER_CONNECTION]
+        for shard in chunks(streams, MAX_STREAMS_PER_CONNECTION):
             messages: list[str] = []
-            for start in range(0, len(shard), MAX_PARAMS_PER_SUBSCRIBE):
+            for params in chunks(shard, MAX_PARAMS_PER_SUBSCRIBE):
                 message_id += 1
-                params = shard[start : start + MAX_PARAMS_PER_SUBSCRIBE]
                 messages.append(
                     orjson.dumps({"method": "SUBSCRIBE", "params": params, "id": message_id}).decode()
                 )
@@ -267,14 +272,7 @@ class BinanceUsdmAdapter(VenueAdapter):
     def parse(self, raw: bytes | str, recv_ts_ms: int) -> ParseResult:
         """One websocket frame → events. Never raises: bad input becomes a :class:`Reject`, and one bad
         element of an array frame costs only that element."""
-        result = ParseResult()
-        try:
-            self._parse_frame(raw, recv_ts_ms, result)
-        except CodecError as exc:
-            result.rejects.append(Reject(exc.kind, exc.detail))
-        except Exception as exc:  # noqa: BLE001 - one frame must never stop the ingest loop
-            result.rejects.append(Reject("internal_error", f"{type(exc).__name__}: {exc}"[:200]))
-        return result
+        return parse_frame(self._parse_frame, raw, recv_ts_ms)
 
     def _parse_frame(self, raw: bytes | str, recv_ts: int, result: ParseResult) -> None:
         obj = load_json(raw, MAX_FRAME_BYTES)
@@ -311,10 +309,8 @@ class BinanceUsdmAdapter(VenueAdapter):
                 self._mark_price(data, recv_ts, result)
             else:
                 raise CodecError("unknown_message", f"e={kind!r:.40}")
-        except CodecError as exc:
-            result.rejects.append(Reject(exc.kind, exc.detail))
-        except DecimalException as exc:
-            result.rejects.append(Reject("bad_number", f"arithmetic: {type(exc).__name__}"))
+        except (CodecError, DecimalException) as exc:
+            result.rejects.append(reject(exc))
 
     @staticmethod
     def _set_stream(result: ParseResult, label: str) -> None:
@@ -368,9 +364,7 @@ class BinanceUsdmAdapter(VenueAdapter):
             order_id=None,
             sampled=self.liquidations_sampled,
         )
-        seen[key] = None
-        if len(seen) > self._dedupe_capacity:
-            seen.popitem(last=False)
+        remember(seen, key, self._dedupe_capacity)  # FIFO: a duplicate does not refresh its key
         result.events.append(event)
 
     def _agg_trade(self, data: dict[str, Any], recv_ts: int, result: ParseResult) -> None:
@@ -441,10 +435,9 @@ class BinanceUsdmAdapter(VenueAdapter):
             return
         # !markPrice@arr@1s repeats ~700 symbols every second; the funding rate itself moves slowly, so
         # emit on a change of rate or once per funding_min_interval, not 700 events/s into Kafka
-        previous = self._last_funding.get(symbol)
-        if previous is not None and previous[1] == rate and ts - previous[0] < self.funding_min_interval_ms:
+        emitted = self._emitted.setdefault(symbol, Emitted())
+        if not emitted.funding_due(rate, ts, self.funding_min_interval_ms):
             return
-        self._last_funding[symbol] = (ts, rate)
         result.events.append(
             Funding(
                 venue=self.venue,
@@ -485,14 +478,12 @@ class BinanceUsdmAdapter(VenueAdapter):
                 self._open_interest(load_json(body, MAX_REST_BYTES), query_symbol, recv_ts_ms, result)
             else:
                 result.rejects.append(Reject("unknown_endpoint", endpoint[:120]))
-        except CodecError as exc:
-            result.rejects.append(Reject(exc.kind, exc.detail))
-        except DecimalException as exc:
-            result.rejects.append(Reject("bad_number", f"arithmetic: {type(exc).__name__}"))
+        except (CodecError, DecimalException) as exc:
+            result.rejects.append(reject(exc))
         except ValueError as exc:  # urlsplit on a malformed URL
-            result.rejects.append(Reject("unknown_endpoint", f"{endpoint[:80]}: {exc}"[:200]))
+            result.rejects.append(endpoint_reject(endpoint, exc))
         except Exception as exc:  # noqa: BLE001 - one response must never stop the poller
-            result.rejects.append(Reject("internal_error", f"{type(exc).__name__}: {exc}"[:200]))
+            result.rejects.append(internal_reject(exc))
         return result
 
     @staticmethod

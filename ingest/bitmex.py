@@ -125,7 +125,21 @@ from flushwatch.config import BitmexConfig
 from flushwatch.errors import CodecError
 from flushwatch.events import Funding, LiquidatedSide, Liquidation, OpenInterest, TakerSide, Trade
 from ingest.base import ParseResult, Reject, VenueAdapter, WsConnectionPlan
-from ingest.parsing import EXACT, json_object, load_json, parse_number, positive, remember
+from ingest.parsing import (
+    EXACT,
+    Emitted,
+    already_seen,
+    endpoint_reject,
+    internal_reject,
+    json_object,
+    load_json,
+    parse_frame,
+    parse_number,
+    positive,
+    reject,
+    remember,
+)
+from ingest.subscribe import chunks
 
 __all__ = ["BitmexAdapter", "BitmexContract", "bitmex_contract"]
 
@@ -346,17 +360,6 @@ _FIELD_PARSERS: Final[Mapping[str, Callable[[object, str], Any]]] = {
 }
 
 
-@dataclass(slots=True)
-class _Emitted:
-    """What was last emitted for a symbol; survives reconnects so a re-sent partial is not news."""
-
-    oi: Decimal | None = None
-    oi_valuation: tuple[Decimal | None, Decimal | None] | None = None
-    oi_ts: int = 0
-    funding: tuple[Decimal, int, int | None] | None = None
-    funding_ts: int = 0
-
-
 class BitmexAdapter(VenueAdapter):
     """BitMEX protocol knowledge; see the module docstring for payloads, formulas and conventions.
 
@@ -393,7 +396,7 @@ class BitmexAdapter(VenueAdapter):
         self._trade_capacity = max(1, trade_dedupe_capacity)
         self._fields: dict[str, dict[str, Any]] = {}
         self._contracts: dict[str, BitmexContract | CodecError] = {}
-        self._emitted: dict[str, _Emitted] = {}
+        self._emitted: dict[str, Emitted] = {}
         self._orders_seen: OrderedDict[str, None] = OrderedDict()
         self._trades_seen: OrderedDict[str, None] = OrderedDict()
 
@@ -412,8 +415,8 @@ class BitmexAdapter(VenueAdapter):
         """One connection; topics in messages of at most :data:`MAX_ARGS_PER_SUBSCRIBE`."""
         topics = self.topics()
         messages = tuple(
-            orjson.dumps({"op": "subscribe", "args": topics[i : i + MAX_ARGS_PER_SUBSCRIBE]}).decode()
-            for i in range(0, len(topics), MAX_ARGS_PER_SUBSCRIBE)
+            orjson.dumps({"op": "subscribe", "args": chunk}).decode()
+            for chunk in chunks(topics, MAX_ARGS_PER_SUBSCRIBE)
         )
         return [WsConnectionPlan(name=f"{self.venue}-0", url=self.ws_url, subscribe=messages)]
 
@@ -441,16 +444,7 @@ class BitmexAdapter(VenueAdapter):
     def parse(self, raw: bytes | str, recv_ts_ms: int) -> ParseResult:
         """One websocket frame → events. Never raises: bad input becomes a :class:`Reject`, and one bad
         row of a table message costs only that row."""
-        result = ParseResult()
-        try:
-            self._parse_frame(raw, recv_ts_ms, result)
-        except CodecError as exc:
-            result.rejects.append(Reject(exc.kind, exc.detail))
-        except DecimalException as exc:
-            result.rejects.append(Reject("bad_number", f"arithmetic: {type(exc).__name__}"))
-        except Exception as exc:  # noqa: BLE001 - one frame must never stop the ingest loop
-            result.rejects.append(Reject("internal_error", f"{type(exc).__name__}: {exc}"[:200]))
-        return result
+        return parse_frame(self._parse_frame, raw, recv_ts_ms)
 
     def _parse_frame(self, raw: bytes | str, recv_ts: int, result: ParseResult) -> None:
         if len(raw) <= 8 and raw.strip() in ("pong", b"pong"):
@@ -482,10 +476,8 @@ class BitmexAdapter(VenueAdapter):
         for row in data:
             try:
                 handler(action, json_object(row, "data[]"), recv_ts, result)
-            except CodecError as exc:
-                result.rejects.append(Reject(exc.kind, exc.detail))
-            except DecimalException as exc:
-                result.rejects.append(Reject("bad_number", f"arithmetic: {type(exc).__name__}"))
+            except (CodecError, DecimalException) as exc:
+                result.rejects.append(reject(exc))
 
     def _contract(self, value: object) -> tuple[str, BitmexContract]:
         symbol = _text(value, "symbol", _MAX_SYMBOL_CHARS)
@@ -504,8 +496,7 @@ class BitmexAdapter(VenueAdapter):
             return
         if action != "insert":
             return  # update (leavesQty shrinking as it fills) or delete: the same liquidation
-        if order_id in seen:
-            seen.move_to_end(order_id)
+        if already_seen(seen, order_id):
             result.duplicates += 1
             return
         symbol, contract = self._contract(row.get("symbol"))
@@ -540,8 +531,7 @@ class BitmexAdapter(VenueAdapter):
             return
         if action != "insert":
             return  # trades are never updated; nothing to do for update/delete
-        if match_id in seen:
-            seen.move_to_end(match_id)
+        if already_seen(seen, match_id):
             result.duplicates += 1
             return
         symbol, contract = self._contract(raw_symbol)
@@ -594,13 +584,13 @@ class BitmexAdapter(VenueAdapter):
             return
         symbol, contract = self._contract(symbol)
         ts = parsed.get("timestamp") or recv_ts
-        emitted = self._emitted.setdefault(symbol, _Emitted())
+        emitted = self._emitted.setdefault(symbol, Emitted())
         if oi_news:
             self._maybe_open_interest(contract, fields, emitted, ts, recv_ts, result)
         if funding_news:
             self._maybe_funding(contract, fields, emitted, ts, recv_ts, result)
 
-    def _maybe_open_interest(self, contract: BitmexContract, fields: dict[str, Any], emitted: _Emitted,
+    def _maybe_open_interest(self, contract: BitmexContract, fields: dict[str, Any], emitted: Emitted,
                              ts: int, recv_ts: int, result: ParseResult) -> None:
         oi: Decimal | None = fields.get("openInterest")
         if oi is None:
@@ -609,28 +599,22 @@ class BitmexAdapter(VenueAdapter):
         qty, usd = contract.base_qty(oi, mark), contract.usd(oi, mark)
         if qty is None:
             return  # inverse without a mark yet: the base quantity is unknown
-        valuation = (qty, usd)
-        changed = oi != emitted.oi
-        revalued = valuation != emitted.oi_valuation and ts - emitted.oi_ts >= OI_REVALUE_INTERVAL_MS
-        if not (changed or revalued):
+        if not emitted.open_interest_due(oi, (qty, usd), ts, OI_REVALUE_INTERVAL_MS):
             return
-        emitted.oi, emitted.oi_valuation, emitted.oi_ts = oi, valuation, ts
         result.events.append(OpenInterest(
             venue=self.venue, symbol=contract.symbol, instrument=contract.instrument, base=contract.base,
             ts=ts, recv_ts=recv_ts, oi_qty=qty, oi_usd=usd,
         ))
 
-    def _maybe_funding(self, contract: BitmexContract, fields: dict[str, Any], emitted: _Emitted,
+    def _maybe_funding(self, contract: BitmexContract, fields: dict[str, Any], emitted: Emitted,
                        ts: int, recv_ts: int, result: ParseResult) -> None:
         rate: Decimal | None = fields.get("fundingRate")
         interval_h: int | None = fields.get("fundingInterval")
         if rate is None or interval_h is None:
             return  # dated futures carry no funding
         next_ts: int | None = fields.get("fundingTimestamp")
-        key = (rate, interval_h, next_ts)
-        if key == emitted.funding and ts - emitted.funding_ts < FUNDING_REFRESH_INTERVAL_MS:
+        if not emitted.funding_due((rate, interval_h, next_ts), ts, FUNDING_REFRESH_INTERVAL_MS):
             return
-        emitted.funding, emitted.funding_ts = key, ts
         result.events.append(Funding(
             venue=self.venue, symbol=contract.symbol, instrument=contract.instrument, base=contract.base,
             ts=ts, recv_ts=recv_ts, rate=rate, interval_h=interval_h, next_funding_ts=next_ts,
@@ -658,15 +642,13 @@ class BitmexAdapter(VenueAdapter):
                 try:
                     self._instrument_row("partial", json_object(row, "instruments[]"), recv_ts_ms, result, emit=False)
                 except CodecError as exc:
-                    result.rejects.append(Reject(exc.kind, exc.detail))
-        except CodecError as exc:
-            result.rejects.append(Reject(exc.kind, exc.detail))
-        except DecimalException as exc:
-            result.rejects.append(Reject("bad_number", f"arithmetic: {type(exc).__name__}"))
+                    result.rejects.append(reject(exc))
+        except (CodecError, DecimalException) as exc:
+            result.rejects.append(reject(exc))
         except ValueError as exc:  # urlsplit on a malformed URL
-            result.rejects.append(Reject("unknown_endpoint", f"{endpoint[:80]}: {exc}"[:200]))
+            result.rejects.append(endpoint_reject(endpoint, exc))
         except Exception as exc:  # noqa: BLE001 - one response must never stop the poller
-            result.rejects.append(Reject("internal_error", f"{type(exc).__name__}: {exc}"[:200]))
+            result.rejects.append(internal_reject(exc))
         return result
 
     # ------------------------------------------------------------------ replay server side

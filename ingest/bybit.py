@@ -91,7 +91,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from decimal import Decimal, DecimalException
+from decimal import Decimal
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -100,20 +100,27 @@ import orjson
 from flushwatch.config import BybitConfig
 from flushwatch.errors import CodecError
 from flushwatch.events import Funding, LiquidatedSide, Liquidation, OpenInterest, TakerSide, Trade
-from ingest.base import ParseResult, Reject, VenueAdapter, WsConnectionPlan
+from ingest.base import ParseResult, VenueAdapter, WsConnectionPlan
 from ingest.parsing import (
     EXACT,
+    Emitted,
     base_units,
+    each_item,
+    endpoint_reject,
+    internal_reject,
     json_object,
     load_json,
     ms_text,
     optional_price,
+    parse_frame,
     parse_number,
     positive,
+    reject,
     remember,
     timestamp_ms,
     unit_price,
 )
+from ingest.subscribe import chunks, pack_by_json_chars
 from ingest.symbols import KNOWN_QUOTES, SymbolInfo, instrument_name, split_multiplier
 
 __all__ = ["BybitLinearAdapter", "normalize_bybit_symbol"]
@@ -199,17 +206,6 @@ class _Ticker:
     next_funding_ts: int | None = None
 
 
-@dataclass(slots=True)
-class _Emitted:
-    """What was last emitted for a symbol; survives reconnects so a re-sent snapshot is not news."""
-
-    oi: Decimal | None = None
-    oi_usd: Decimal | None = None
-    oi_ts: int = 0
-    funding: tuple[Decimal, int, int | None] | None = None
-    funding_ts: int = 0
-
-
 def _hours(value: object, name: str) -> int:
     hours = parse_number(value, name)
     if hours != hours.to_integral_value() or not 0 < hours <= _MAX_FUNDING_INTERVAL_H:
@@ -271,7 +267,7 @@ class BybitLinearAdapter(VenueAdapter):
         self._liquidation_capacity = max(1, liquidation_dedupe_capacity)
         self._symbol_cache: dict[str, SymbolInfo | None] = {}
         self._tickers: dict[str, _Ticker] = {}
-        self._emitted: dict[str, _Emitted] = {}
+        self._emitted: dict[str, Emitted] = {}
         self._trades_seen: OrderedDict[str, None] = OrderedDict()
         self._liquidations_seen: OrderedDict[LiquidationKey, None] = OrderedDict()
         self._connection_symbols: dict[str, list[str]] = {}
@@ -290,25 +286,18 @@ class BybitLinearAdapter(VenueAdapter):
 
     def ws_connections(self) -> list[WsConnectionPlan]:
         """Shards of at most 21,000 characters of topics; each symbol's topics stay on one connection."""
-        shards: list[list[str]] = []
-        chars = 0
-        for symbol in self.subscribed_symbols():
-            topics = [f"{prefix}.{symbol}" for prefix in TOPIC_PREFIXES]
-            cost = len(orjson.dumps(topics)) - 1  # its share of the array: text, quotes, commas
-            if not shards or chars + cost > MAX_ARGS_CHARS_PER_CONNECTION:
-                shards.append([])
-                chars = 1  # the brackets
-            shards[-1].append(symbol)
-            chars += cost
+        shards = pack_by_json_chars(
+            ((symbol, [f"{prefix}.{symbol}" for prefix in TOPIC_PREFIXES]) for symbol in self.subscribed_symbols()),
+            MAX_ARGS_CHARS_PER_CONNECTION,
+        )
         plans: list[WsConnectionPlan] = []
         self._connection_symbols = {}
         for index, shard in enumerate(shards):
             name = f"{self.venue}-{index}"
             args = [f"{prefix}.{symbol}" for symbol in shard for prefix in TOPIC_PREFIXES]
             messages = tuple(
-                orjson.dumps({"op": "subscribe", "args": args[start : start + MAX_ARGS_PER_SUBSCRIBE],
-                              "req_id": f"{name}-{start // MAX_ARGS_PER_SUBSCRIBE + 1}"}).decode()
-                for start in range(0, len(args), MAX_ARGS_PER_SUBSCRIBE)
+                orjson.dumps({"op": "subscribe", "args": chunk, "req_id": f"{name}-{number}"}).decode()
+                for number, chunk in enumerate(chunks(args, MAX_ARGS_PER_SUBSCRIBE), 1)
             )
             plans.append(WsConnectionPlan(name=name, url=self.ws_url, subscribe=messages))
             self._connection_symbols[name] = shard
@@ -343,16 +332,7 @@ class BybitLinearAdapter(VenueAdapter):
     def parse(self, raw: bytes | str, recv_ts_ms: int) -> ParseResult:
         """One websocket frame → events. Never raises: bad input becomes a :class:`Reject`, and one bad
         element of a batch costs only that element."""
-        result = ParseResult()
-        try:
-            self._parse_frame(raw, recv_ts_ms, result)
-        except CodecError as exc:
-            result.rejects.append(Reject(exc.kind, exc.detail))
-        except DecimalException as exc:
-            result.rejects.append(Reject("bad_number", f"arithmetic: {type(exc).__name__}"))
-        except Exception as exc:  # noqa: BLE001 - one frame must never stop the ingest loop
-            result.rejects.append(Reject("internal_error", f"{type(exc).__name__}: {exc}"[:200]))
-        return result
+        return parse_frame(self._parse_frame, raw, recv_ts_ms)
 
     def _parse_frame(self, raw: bytes | str, recv_ts: int, result: ParseResult) -> None:
         obj = json_object(load_json(raw, MAX_FRAME_BYTES), "frame")
@@ -383,16 +363,7 @@ class BybitLinearAdapter(VenueAdapter):
     def _each(data: object, recv_ts: int, result: ParseResult,
               handle: Callable[[dict[str, Any], int, ParseResult], None]) -> None:
         # an array in every example; the field tables say "Object" (and the deprecated topic sent one)
-        items = [data] if isinstance(data, dict) else data
-        if not isinstance(items, list):
-            raise CodecError("bad_field", f"data: expected an array, got {type(data).__name__}")
-        for item in items:
-            try:
-                handle(json_object(item, "data[]"), recv_ts, result)
-            except CodecError as exc:
-                result.rejects.append(Reject(exc.kind, exc.detail))
-            except DecimalException as exc:
-                result.rejects.append(Reject("bad_number", f"arithmetic: {type(exc).__name__}"))
+        each_item([data] if isinstance(data, dict) else data, "data", recv_ts, result, handle)
 
     def _symbol(self, value: object, name: str) -> tuple[str, SymbolInfo]:
         if not isinstance(value, str) or not value:
@@ -479,7 +450,7 @@ class BybitLinearAdapter(VenueAdapter):
         if cs is not None:
             state.cs = cs
         self._tickers[symbol] = state
-        emitted = self._emitted.setdefault(symbol, _Emitted())
+        emitted = self._emitted.setdefault(symbol, Emitted())
         self._maybe_open_interest(symbol, info, state, emitted, ts, recv_ts, result)
         self._maybe_funding(symbol, info, state, emitted, ts, recv_ts, result)
 
@@ -494,32 +465,28 @@ class BybitLinearAdapter(VenueAdapter):
                 update[attr] = None if value is None or value == "" else parse(value, key)
         return update
 
-    def _maybe_open_interest(self, symbol: str, info: SymbolInfo, state: _Ticker, emitted: _Emitted,
+    def _maybe_open_interest(self, symbol: str, info: SymbolInfo, state: _Ticker, emitted: Emitted,
                              ts: int, recv_ts: int, result: ParseResult) -> None:
         if state.oi is None:
             return
         oi_usd = state.oi_value
         if oi_usd is None and state.mark is not None:
             oi_usd = EXACT.multiply(state.oi, state.mark)  # venue units × venue price: bundles cancel
-        changed = emitted.oi is None or state.oi != emitted.oi
-        revalued = oi_usd != emitted.oi_usd and ts - emitted.oi_ts >= OI_REVALUE_INTERVAL_MS
-        if not (changed or revalued):
+        if not emitted.open_interest_due(state.oi, oi_usd, ts, OI_REVALUE_INTERVAL_MS):
             return
-        emitted.oi, emitted.oi_usd, emitted.oi_ts = state.oi, oi_usd, ts
         result.events.append(OpenInterest(
             venue=self.venue, symbol=symbol, instrument=info.instrument, base=info.base, ts=ts,
             recv_ts=recv_ts, oi_qty=base_units(state.oi, info), oi_usd=oi_usd,
         ))
 
-    def _maybe_funding(self, symbol: str, info: SymbolInfo, state: _Ticker, emitted: _Emitted,
+    def _maybe_funding(self, symbol: str, info: SymbolInfo, state: _Ticker, emitted: Emitted,
                        ts: int, recv_ts: int, result: ParseResult) -> None:
         if state.rate is None:  # dated futures carry no funding
             return
         interval_h = state.interval_h or DEFAULT_FUNDING_INTERVAL_H
         key = (state.rate, interval_h, state.next_funding_ts)
-        if key == emitted.funding and ts - emitted.funding_ts < FUNDING_REFRESH_INTERVAL_MS:
+        if not emitted.funding_due(key, ts, FUNDING_REFRESH_INTERVAL_MS):
             return
-        emitted.funding, emitted.funding_ts = key, ts
         result.events.append(Funding(
             venue=self.venue, symbol=symbol, instrument=info.instrument, base=info.base, ts=ts,
             recv_ts=recv_ts, rate=state.rate, interval_h=interval_h, next_funding_ts=state.next_funding_ts,
@@ -538,11 +505,11 @@ class BybitLinearAdapter(VenueAdapter):
             result.control, result.stream = True, "metadata"
             self._top_by_open_interest(load_json(body, MAX_REST_BYTES), result)
         except CodecError as exc:
-            result.rejects.append(Reject(exc.kind, exc.detail))
+            result.rejects.append(reject(exc))
         except ValueError as exc:  # urlsplit on a malformed URL
-            result.rejects.append(Reject("unknown_endpoint", f"{endpoint[:80]}: {exc}"[:200]))
+            result.rejects.append(endpoint_reject(endpoint, exc))
         except Exception as exc:  # noqa: BLE001 - one response must never stop the poller
-            result.rejects.append(Reject("internal_error", f"{type(exc).__name__}: {exc}"[:200]))
+            result.rejects.append(internal_reject(exc))
         return result
 
     def _top_by_open_interest(self, obj: object, result: ParseResult) -> None:
@@ -561,7 +528,7 @@ class BybitLinearAdapter(VenueAdapter):
                 if info.expiry is None:  # perpetuals: the ones with funding and liquidity
                     ranked.append((parse_number(ticker.get("openInterestValue"), "openInterestValue"), symbol))
             except CodecError as exc:
-                result.rejects.append(Reject(exc.kind, exc.detail))
+                result.rejects.append(reject(exc))
         ranked.sort(key=lambda pair: (-pair[0], pair[1]))
         if self.top_n_by_oi:
             self.top_symbols = [symbol for _, symbol in ranked[: self.top_n_by_oi]]

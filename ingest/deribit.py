@@ -90,13 +90,22 @@ from flushwatch.events import Funding, LiquidatedSide, Liquidation, OpenInterest
 from ingest.base import ControlAction, ParseResult, Reject, VenueAdapter, WsConnectionPlan
 from ingest.parsing import (
     EXACT,
+    Emitted,
+    already_seen,
+    each_item,
+    endpoint_reject,
+    internal_reject,
     json_object,
     load_json,
     optional_price,
+    parse_frame,
     parse_number,
     positive,
+    reject,
+    remember,
     timestamp_ms,
 )
+from ingest.subscribe import chunks
 from ingest.symbols import SymbolInfo, instrument_name, split_multiplier
 
 __all__ = ["DeribitAdapter", "DeribitInstrument", "deribit_instrument"]
@@ -193,22 +202,12 @@ def liquidated_side(role: Role, taker_direction: TakerSide) -> LiquidatedSide:
     return "long" if seller else "short"
 
 
-def _remember(seen: OrderedDict[tuple[str, str], None], key: tuple[str, str], capacity: int) -> None:
-    seen[key] = None
-    if len(seen) > capacity:
-        seen.popitem(last=False)
-
-
 @dataclass(slots=True)
-class _Emitted:
-    """What was last emitted for an instrument; survives reconnects."""
+class _Emitted(Emitted):
+    """What was last emitted for an instrument (the funding key is the rate alone), and the newest ticker
+    timestamp: the two connections of an overlap send the same tickers."""
 
     ticker_ts: int = 0
-    oi: Decimal | None = None
-    oi_valuation: tuple[Decimal, Decimal] | None = None
-    oi_ts: int = 0
-    rate: Decimal | None = None
-    funding_ts: int = 0
 
 
 class DeribitAdapter(VenueAdapter):
@@ -264,8 +263,7 @@ class DeribitAdapter(VenueAdapter):
         messages = [orjson.dumps({"jsonrpc": "2.0", "id": _HEARTBEAT_ID, "method": "public/set_heartbeat",
                                   "params": {"interval": self.heartbeat_s}}).decode()]
         channels = self.channels()
-        for number, start in enumerate(range(0, len(channels), MAX_CHANNELS_PER_SUBSCRIBE), _HEARTBEAT_ID + 1):
-            chunk = channels[start : start + MAX_CHANNELS_PER_SUBSCRIBE]
+        for number, chunk in enumerate(chunks(channels, MAX_CHANNELS_PER_SUBSCRIBE), _HEARTBEAT_ID + 1):
             messages.append(orjson.dumps({"jsonrpc": "2.0", "id": number, "method": "public/subscribe",
                                           "params": {"channels": chunk}}).decode())
         return [WsConnectionPlan(name=f"{self.venue}-0", url=self.ws_url, subscribe=tuple(messages))]
@@ -300,16 +298,7 @@ class DeribitAdapter(VenueAdapter):
     def parse(self, raw: bytes | str, recv_ts_ms: int) -> ParseResult:
         """One websocket frame → events. Never raises: bad input becomes a :class:`Reject`, and one bad
         trade of a batch costs only that trade."""
-        result = ParseResult()
-        try:
-            self._parse_frame(raw, recv_ts_ms, result)
-        except CodecError as exc:
-            result.rejects.append(Reject(exc.kind, exc.detail))
-        except DecimalException as exc:
-            result.rejects.append(Reject("bad_number", f"arithmetic: {type(exc).__name__}"))
-        except Exception as exc:  # noqa: BLE001 - one frame must never stop the ingest loop
-            result.rejects.append(Reject("internal_error", f"{type(exc).__name__}: {exc}"[:200]))
-        return result
+        return parse_frame(self._parse_frame, raw, recv_ts_ms)
 
     def _parse_frame(self, raw: bytes | str, recv_ts: int, result: ParseResult) -> None:
         obj = json_object(load_json(raw, MAX_FRAME_BYTES), "frame")
@@ -330,15 +319,7 @@ class DeribitAdapter(VenueAdapter):
         data = params.get("data")
         if kind == "trades":
             result.stream = "trade"
-            if not isinstance(data, list):
-                raise CodecError("bad_field", f"data: expected an array, got {type(data).__name__}")
-            for item in data:
-                try:
-                    self._trade(json_object(item, "data[]"), recv_ts, result)
-                except CodecError as exc:
-                    result.rejects.append(Reject(exc.kind, exc.detail))
-                except DecimalException as exc:
-                    result.rejects.append(Reject("bad_number", f"arithmetic: {type(exc).__name__}"))
+            each_item(data, "data", recv_ts, result, self._trade)
         elif kind == "ticker":
             result.stream = "ticker"
             self._ticker(json_object(data, "data"), recv_ts, result)
@@ -394,11 +375,10 @@ class DeribitAdapter(VenueAdapter):
             raise CodecError("bad_field", f"liquidation: expected M, T or MT, got {flag!r:.40}")
         unit_price, qty, usd = self._sizes(inst, amount, price)
         key = (inst.name, trade_id)
-        if key in self._trades_seen:
-            self._trades_seen.move_to_end(key)
+        if already_seen(self._trades_seen, key):
             result.duplicates += 1
             return
-        _remember(self._trades_seen, key, self._trade_capacity)
+        remember(self._trades_seen, key, self._trade_capacity)
         if seq is not None:
             last = self._last_seq.get(inst.name)
             if last is None or seq > last:
@@ -438,20 +418,15 @@ class DeribitAdapter(VenueAdapter):
             else:
                 oi_qty = oi if info.multiplier == _ONE else EXACT.multiply(oi, info.multiplier)
                 oi_usd = EXACT.multiply(oi, mark)
-            valuation = (oi_qty, oi_usd)
-            changed = oi != emitted.oi
-            revalued = valuation != emitted.oi_valuation and ts - emitted.oi_ts >= OI_REVALUE_INTERVAL_MS
-            if changed or revalued:
-                emitted.oi, emitted.oi_valuation, emitted.oi_ts = oi, valuation, ts
+            if emitted.open_interest_due(oi, (oi_qty, oi_usd), ts, OI_REVALUE_INTERVAL_MS):
                 result.events.append(OpenInterest(
                     venue=self.venue, symbol=inst.name, instrument=info.instrument, base=info.base, ts=ts,
                     recv_ts=recv_ts, oi_qty=oi_qty, oi_usd=oi_usd,
                 ))
         if rate is None:
             return  # futures: no funding
-        if rate == emitted.rate and ts - emitted.funding_ts < FUNDING_REFRESH_INTERVAL_MS:
+        if not emitted.funding_due(rate, ts, FUNDING_REFRESH_INTERVAL_MS):
             return
-        emitted.rate, emitted.funding_ts = rate, ts
         unit = info.multiplier
         result.events.append(Funding(
             venue=self.venue, symbol=inst.name, instrument=info.instrument, base=info.base, ts=ts,
@@ -474,14 +449,12 @@ class DeribitAdapter(VenueAdapter):
             if obj.get("error") is not None:
                 raise CodecError("venue_error", str(obj["error"])[:200])
             self._ticker(json_object(obj.get("result"), "result"), recv_ts_ms, result)
-        except CodecError as exc:
-            result.rejects.append(Reject(exc.kind, exc.detail))
-        except DecimalException as exc:
-            result.rejects.append(Reject("bad_number", f"arithmetic: {type(exc).__name__}"))
+        except (CodecError, DecimalException) as exc:
+            result.rejects.append(reject(exc))
         except ValueError as exc:  # urlsplit on a malformed URL
-            result.rejects.append(Reject("unknown_endpoint", f"{endpoint[:80]}: {exc}"[:200]))
+            result.rejects.append(endpoint_reject(endpoint, exc))
         except Exception as exc:  # noqa: BLE001 - one response must never stop the poller
-            result.rejects.append(Reject("internal_error", f"{type(exc).__name__}: {exc}"[:200]))
+            result.rejects.append(internal_reject(exc))
         return result
 
     # ------------------------------------------------------------------ replay server side

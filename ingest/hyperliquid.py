@@ -63,8 +63,7 @@ from __future__ import annotations
 import re
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from decimal import Decimal, DecimalException
+from decimal import Decimal
 from typing import Any, Final
 
 import orjson
@@ -72,8 +71,21 @@ import orjson
 from flushwatch.config import HyperliquidConfig
 from flushwatch.errors import CodecError
 from flushwatch.events import Funding, OpenInterest, TakerSide, Trade
-from ingest.base import ParseResult, Reject, VenueAdapter, WsConnectionPlan
-from ingest.parsing import EXACT, json_object, load_json, optional_price, parse_number, positive, timestamp_ms
+from ingest.base import ParseResult, VenueAdapter, WsConnectionPlan
+from ingest.parsing import (
+    EXACT,
+    Emitted,
+    already_seen,
+    each_item,
+    json_object,
+    load_json,
+    optional_price,
+    parse_frame,
+    parse_number,
+    positive,
+    remember,
+    timestamp_ms,
+)
 from ingest.symbols import SymbolInfo, instrument_name, split_multiplier
 
 __all__ = ["HyperliquidAdapter", "normalize_hyperliquid_coin"]
@@ -107,17 +119,6 @@ def normalize_hyperliquid_coin(coin: str) -> SymbolInfo | None:
         return None
     base, multiplier = split_multiplier(coin, MULTIPLIER_PREFIXES)
     return SymbolInfo(base=base, quote=QUOTE, instrument=instrument_name(base, QUOTE), multiplier=multiplier)
-
-
-@dataclass(slots=True)
-class _Emitted:
-    """What was last emitted for a coin; survives reconnects."""
-
-    oi: Decimal | None = None
-    oi_usd: Decimal | None = None
-    oi_ts: int = 0
-    rate: Decimal | None = None
-    funding_ts: int = 0
 
 
 class HyperliquidAdapter(VenueAdapter):
@@ -154,7 +155,7 @@ class HyperliquidAdapter(VenueAdapter):
         self.app_ping_interval_s = min(ping_interval_s, stale_after_s / 2)
         self._trade_capacity = max(1, trade_dedupe_capacity)
         self._trades_seen: OrderedDict[tuple[str, int], None] = OrderedDict()
-        self._emitted: dict[str, _Emitted] = {}
+        self._emitted: dict[str, Emitted] = {}
 
     @classmethod
     def from_config(cls, cfg: HyperliquidConfig) -> HyperliquidAdapter:
@@ -180,16 +181,7 @@ class HyperliquidAdapter(VenueAdapter):
     def parse(self, raw: bytes | str, recv_ts_ms: int) -> ParseResult:
         """One websocket frame → events (never liquidations). Never raises: bad input becomes a
         :class:`Reject`, and one bad trade of a batch costs only that trade."""
-        result = ParseResult()
-        try:
-            self._parse_frame(raw, recv_ts_ms, result)
-        except CodecError as exc:
-            result.rejects.append(Reject(exc.kind, exc.detail))
-        except DecimalException as exc:
-            result.rejects.append(Reject("bad_number", f"arithmetic: {type(exc).__name__}"))
-        except Exception as exc:  # noqa: BLE001 - one frame must never stop the ingest loop
-            result.rejects.append(Reject("internal_error", f"{type(exc).__name__}: {exc}"[:200]))
-        return result
+        return parse_frame(self._parse_frame, raw, recv_ts_ms)
 
     def _parse_frame(self, raw: bytes | str, recv_ts: int, result: ParseResult) -> None:
         obj = json_object(load_json(raw, MAX_FRAME_BYTES), "frame")
@@ -201,15 +193,7 @@ class HyperliquidAdapter(VenueAdapter):
             raise CodecError("venue_error", str(data)[:200])
         elif channel == "trades":
             result.stream = "trade"
-            if not isinstance(data, list):
-                raise CodecError("bad_field", f"data: expected an array, got {type(data).__name__}")
-            for item in data:
-                try:
-                    self._trade(json_object(item, "data[]"), recv_ts, result)
-                except CodecError as exc:
-                    result.rejects.append(Reject(exc.kind, exc.detail))
-                except DecimalException as exc:
-                    result.rejects.append(Reject("bad_number", f"arithmetic: {type(exc).__name__}"))
+            each_item(data, "data", recv_ts, result, self._trade)
         elif channel == "activeAssetCtx":
             result.stream = "ticker"
             self._asset_ctx(json_object(data, "data"), recv_ts, result)
@@ -251,13 +235,10 @@ class HyperliquidAdapter(VenueAdapter):
         )
         key = (coin, tid)
         seen = self._trades_seen
-        if key in seen:
-            seen.move_to_end(key)
+        if already_seen(seen, key):
             result.duplicates += 1
             return
-        seen[key] = None
-        if len(seen) > self._trade_capacity:
-            seen.popitem(last=False)
+        remember(seen, key, self._trade_capacity)
         result.events.append(event)
 
     def _asset_ctx(self, data: dict[str, Any], recv_ts: int, result: ParseResult) -> None:
@@ -269,20 +250,16 @@ class HyperliquidAdapter(VenueAdapter):
         rate = parse_number(ctx.get("funding"), "funding", allow_negative=True)
         ts = timestamp_ms(recv_ts, "recv_ts")  # the message carries no time
         multiplier = info.multiplier
-        emitted = self._emitted.setdefault(coin, _Emitted())
+        emitted = self._emitted.setdefault(coin, Emitted())
         oi_usd = EXACT.multiply(oi, mark)  # venue units × venue price: a bundle cancels out
-        changed = oi != emitted.oi
-        revalued = oi_usd != emitted.oi_usd and ts - emitted.oi_ts >= OI_REVALUE_INTERVAL_MS
-        if changed or revalued:
-            emitted.oi, emitted.oi_usd, emitted.oi_ts = oi, oi_usd, ts
+        if emitted.open_interest_due(oi, oi_usd, ts, OI_REVALUE_INTERVAL_MS):
             result.events.append(OpenInterest(
                 venue=self.venue, symbol=coin, instrument=info.instrument, base=info.base, ts=ts,
                 recv_ts=recv_ts, oi_qty=oi if multiplier == _ONE else EXACT.multiply(oi, multiplier),
                 oi_usd=oi_usd,
             ))
-        if rate == emitted.rate and ts - emitted.funding_ts < FUNDING_REFRESH_INTERVAL_MS:
+        if not emitted.funding_due(rate, ts, FUNDING_REFRESH_INTERVAL_MS):
             return
-        emitted.rate, emitted.funding_ts = rate, ts
         result.events.append(Funding(
             venue=self.venue, symbol=coin, instrument=info.instrument, base=info.base, ts=ts, recv_ts=recv_ts,
             rate=rate, interval_h=FUNDING_INTERVAL_H, next_funding_ts=(ts // _HOUR_MS + 1) * _HOUR_MS,

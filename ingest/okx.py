@@ -99,16 +99,22 @@ import orjson
 from flushwatch.config import OkxConfig
 from flushwatch.errors import CodecError
 from flushwatch.events import Funding, LiquidatedSide, Liquidation, OpenInterest, TakerSide, Trade
-from ingest.base import ControlAction, ParseResult, Reject, RestPoll, VenueAdapter, WsConnectionPlan
+from ingest.base import ControlAction, ParseResult, RestPoll, VenueAdapter, WsConnectionPlan
 from ingest.parsing import (
     EXACT,
+    each_item,
+    endpoint_reject,
+    internal_reject,
     json_object,
     load_json,
     ms_text,
+    parse_frame,
     parse_number,
     positive,
+    reject,
     remember,
 )
+from ingest.subscribe import chunks, pack_by_json_chars
 from ingest.symbols import SymbolInfo, instrument_name, split_multiplier
 
 __all__ = ["INVERSE_QTY_CONTEXT", "OkxInstrument", "OkxSwapAdapter"]
@@ -289,24 +295,18 @@ class OkxSwapAdapter(VenueAdapter):
 
     def ws_connections(self) -> list[WsConnectionPlan]:
         """Per-instrument channels sharded below OKX's args limit; liquidations on the first connection."""
-        shards: list[list[dict[str, str]]] = [[dict(LIQUIDATION_ARG)]]
-        chars = len(orjson.dumps(shards[0]))
-        for inst_id in self.subscribed_symbols():
-            args = [{"channel": channel, "instId": inst_id} for channel in CHANNELS]
-            cost = len(orjson.dumps(args)) - 1
-            if chars + cost > MAX_ARGS_CHARS_PER_CONNECTION:
-                shards.append([])
-                chars = 1
-            shards[-1].extend(args)
-            chars += cost
+        groups = [[dict(LIQUIDATION_ARG)]]  # always opens the first shard
+        groups.extend([{"channel": channel, "instId": inst_id} for channel in CHANNELS]
+                      for inst_id in self.subscribed_symbols())
+        packed = pack_by_json_chars(((group, group) for group in groups), MAX_ARGS_CHARS_PER_CONNECTION)
         plans: list[WsConnectionPlan] = []
         message_id = 0
-        for index, shard in enumerate(shards):
+        for index, shard_groups in enumerate(packed):
+            shard = [arg for group in shard_groups for arg in group]
             messages: list[str] = []
-            for start in range(0, len(shard), MAX_ARGS_PER_SUBSCRIBE):
+            for chunk in chunks(shard, MAX_ARGS_PER_SUBSCRIBE):
                 message_id += 1
-                messages.append(orjson.dumps({"id": str(message_id), "op": "subscribe",
-                                              "args": shard[start : start + MAX_ARGS_PER_SUBSCRIBE]}).decode())
+                messages.append(orjson.dumps({"id": str(message_id), "op": "subscribe", "args": chunk}).decode())
             plans.append(WsConnectionPlan(name=f"{self.venue}-{index}", url=self.ws_url,
                                           subscribe=tuple(messages)))
         return plans
@@ -353,16 +353,7 @@ class OkxSwapAdapter(VenueAdapter):
     def parse(self, raw: bytes | str, recv_ts_ms: int) -> ParseResult:
         """One websocket frame → events. Never raises: bad input becomes a :class:`Reject`, and one bad
         element of ``data`` (or of a liquidation's ``details``) costs only that element."""
-        result = ParseResult()
-        try:
-            self._parse_frame(raw, recv_ts_ms, result)
-        except CodecError as exc:
-            result.rejects.append(Reject(exc.kind, exc.detail))
-        except DecimalException as exc:
-            result.rejects.append(Reject("bad_number", f"arithmetic: {type(exc).__name__}"))
-        except Exception as exc:  # noqa: BLE001 - one frame must never stop the ingest loop
-            result.rejects.append(Reject("internal_error", f"{type(exc).__name__}: {exc}"[:200]))
-        return result
+        return parse_frame(self._parse_frame, raw, recv_ts_ms)
 
     def _parse_frame(self, raw: bytes | str, recv_ts: int, result: ParseResult) -> None:
         if raw in ("pong", b"pong"):
@@ -378,19 +369,7 @@ class OkxSwapAdapter(VenueAdapter):
         if not isinstance(channel, str) or channel not in self._handlers:
             raise CodecError("unknown_message", f"channel={channel!r:.40}")
         result.stream, handle = self._handlers[channel]
-        self._each(obj.get("data"), "data", recv_ts, result, handle)
-
-    @staticmethod
-    def _each(items: object, name: str, recv_ts: int, result: ParseResult, handle: _Handler) -> None:
-        if not isinstance(items, list):
-            raise CodecError("bad_field", f"{name}: expected an array, got {type(items).__name__}")
-        for item in items:
-            try:
-                handle(json_object(item, f"{name}[]"), recv_ts, result)
-            except CodecError as exc:
-                result.rejects.append(Reject(exc.kind, exc.detail))
-            except DecimalException as exc:
-                result.rejects.append(Reject("bad_number", f"arithmetic: {type(exc).__name__}"))
+        each_item(obj.get("data"), "data", recv_ts, result, handle)
 
     def _instrument(self, value: object) -> OkxInstrument:
         inst_id = _text(value, "instId")
@@ -411,7 +390,7 @@ class OkxSwapAdapter(VenueAdapter):
 
     def _liquidation(self, item: dict[str, Any], recv_ts: int, result: ParseResult) -> None:
         meta = self._instrument(item.get("instId"))
-        self._each(item.get("details"), "details", recv_ts, result, partial(self._liquidation_detail, meta))
+        each_item(item.get("details"), "details", recv_ts, result, partial(self._liquidation_detail, meta))
 
     def _liquidation_detail(self, meta: OkxInstrument, detail: dict[str, Any], recv_ts: int,
                             result: ParseResult) -> None:
@@ -535,22 +514,19 @@ class OkxSwapAdapter(VenueAdapter):
                 raise CodecError("bad_field", "data: expected an array")
             handle(data, result)
         except CodecError as exc:
-            result.rejects.append(Reject(exc.kind, exc.detail))
+            result.rejects.append(reject(exc))
         except ValueError as exc:  # urlsplit on a malformed URL
-            result.rejects.append(Reject("unknown_endpoint", f"{endpoint[:80]}: {exc}"[:200]))
+            result.rejects.append(endpoint_reject(endpoint, exc))
         except Exception as exc:  # noqa: BLE001 - one response must never stop the poller
-            result.rejects.append(Reject("internal_error", f"{type(exc).__name__}: {exc}"[:200]))
+            result.rejects.append(internal_reject(exc))
         return result
 
     def _load_instruments(self, data: list[Any], result: ParseResult) -> None:
         for entry in data:
             try:
                 meta = _instrument(json_object(entry, "data[]"))
-            except CodecError as exc:
-                result.rejects.append(Reject(exc.kind, exc.detail))
-                continue
-            except DecimalException as exc:
-                result.rejects.append(Reject("bad_number", f"arithmetic: {type(exc).__name__}"))
+            except (CodecError, DecimalException) as exc:
+                result.rejects.append(reject(exc))
                 continue
             if meta.inst_id in self._instruments or len(self._instruments) < _MAX_INSTRUMENTS:
                 self._instruments[meta.inst_id] = meta
@@ -563,7 +539,7 @@ class OkxSwapAdapter(VenueAdapter):
                 meta = self._instrument(row.get("instId"))
                 ranked.append((parse_number(row.get("oiUsd"), "oiUsd"), meta.inst_id))
             except CodecError as exc:
-                result.rejects.append(Reject(exc.kind, exc.detail))
+                result.rejects.append(reject(exc))
         ranked.sort(key=lambda pair: (-pair[0], pair[1]))
         if self.top_n_by_oi:
             self.top_symbols = [inst_id for _, inst_id in ranked[: self.top_n_by_oi]]

@@ -5,29 +5,45 @@ exact :class:`~decimal.Decimal` values or raise :class:`~flushwatch.errors.Codec
 ``kind`` (``missing_field``, ``bad_number``, ``non_finite``, ``negative``, ``bad_field``,
 ``not_an_object``, ``malformed_json``, ``frame_too_large``), which the adapters turn into rejects.
 Numbers are bounded in length and exponent so that every product stays exact in :data:`EXACT`.
+
+The rest is protocol-independent machinery every adapter needs in the same form, kept here once so the
+venues cannot drift apart: how an exception becomes a :class:`~ingest.base.Reject` (:func:`reject`,
+:func:`parse_frame`, :func:`each_item`), the bounded de-duplication windows (:func:`remember`,
+:func:`already_seen`), and the thinning of ticker streams into OpenInterest and Funding events
+(:class:`Emitted`).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from decimal import Context, Decimal, DivisionByZero, Inexact, InvalidOperation, Overflow
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Context, Decimal, DecimalException, DivisionByZero, Inexact, InvalidOperation, Overflow
 from typing import Any, Final
 
 import orjson
 
 from flushwatch.codec import parse_decimal
 from flushwatch.errors import CodecError
+from ingest.base import ParseResult, Reject
 from ingest.symbols import SymbolInfo
 
 __all__ = [
     "EXACT",
+    "Emitted",
+    "already_seen",
     "base_units",
+    "each_item",
+    "endpoint_reject",
+    "internal_reject",
     "json_object",
     "load_json",
     "ms_text",
     "optional_price",
+    "parse_frame",
     "parse_number",
     "positive",
+    "reject",
     "remember",
     "timestamp_ms",
     "unit_price",
@@ -126,3 +142,95 @@ def remember(seen: OrderedDict[Any, None], key: object, capacity: int) -> bool:
     if len(seen) > capacity:
         seen.popitem(last=False)
     return True
+
+
+def already_seen(seen: OrderedDict[Any, None], key: object) -> bool:
+    """True when ``key`` is in the window (its recency refreshed): the caller counts a duplicate.
+
+    Adapters test this before building an event and :func:`remember` the key only once the event is built,
+    so a frame that fails half-way is not mistaken for a duplicate when the venue sends it again."""
+    if key in seen:
+        seen.move_to_end(key)
+        return True
+    return False
+
+
+def reject(exc: CodecError | DecimalException) -> Reject:
+    """The reject for bad input: a codec error keeps its kind; inexact or impossible arithmetic on parsed
+    numbers (a bug or a hostile value) counts as ``bad_number``."""
+    if isinstance(exc, CodecError):
+        return Reject(exc.kind, exc.detail)
+    return Reject("bad_number", f"arithmetic: {type(exc).__name__}")
+
+
+def internal_reject(exc: Exception) -> Reject:
+    """Any other exception: one frame or response must never stop the ingest loop or the poller."""
+    return Reject("internal_error", f"{type(exc).__name__}: {exc}"[:200])
+
+
+def endpoint_reject(endpoint: str, exc: ValueError) -> Reject:
+    """A REST endpoint that ``urlsplit`` cannot read."""
+    return Reject("unknown_endpoint", f"{endpoint[:80]}: {exc}"[:200])
+
+
+def each_item(items: object, name: str, recv_ts: int, result: ParseResult,
+              handle: Callable[[dict[str, Any], int, ParseResult], None]) -> None:
+    """A batch (``name`` must be a JSON array) handled object by object: one bad element becomes one
+    reject and costs only itself, not the trades or liquidations around it."""
+    if not isinstance(items, list):
+        raise CodecError("bad_field", f"{name}: expected an array, got {type(items).__name__}")
+    for item in items:
+        try:
+            handle(json_object(item, f"{name}[]"), recv_ts, result)
+        except (CodecError, DecimalException) as exc:
+            result.rejects.append(reject(exc))
+
+
+def parse_frame(parse: Callable[[bytes | str, int, ParseResult], None], raw: bytes | str, recv_ts_ms: int,
+                ) -> ParseResult:
+    """Run one adapter's frame parser so that it never raises: whatever it raises becomes one reject,
+    after the events and rejects it added before that. The single definition of
+    :meth:`~ingest.base.VenueAdapter.parse`'s "never raises" contract for every venue."""
+    result = ParseResult()
+    try:
+        parse(raw, recv_ts_ms, result)
+    except (CodecError, DecimalException) as exc:
+        result.rejects.append(reject(exc))
+    except Exception as exc:  # noqa: BLE001 - one frame must never stop the ingest loop
+        result.rejects.append(internal_reject(exc))
+    return result
+
+
+@dataclass(slots=True)
+class Emitted:
+    """What was last emitted for one instrument, to thin ticker streams; survives reconnects so a re-sent
+    snapshot is not news.
+
+    Venues tick every 100 ms to 1 s; detectors need a change, not every tick. ``oi_valuation`` is whatever
+    the venue derives from OI and price (USD value, or base quantity and USD value); ``funding`` is the
+    venue's funding key (the rate, or rate, interval and next funding time).
+    """
+
+    oi: Decimal | None = None
+    oi_valuation: object = None
+    oi_ts: int = 0
+    funding: object = None
+    funding_ts: int = 0
+
+    def open_interest_due(self, oi: Decimal, valuation: object, ts: int, revalue_ms: int) -> bool:
+        """True (and recorded as emitted) when OI changed, or when only its valuation moved and the last
+        emission is at least ``revalue_ms`` old: a mark moving every tick must not re-emit unchanged OI."""
+        changed = oi != self.oi
+        revalued = valuation != self.oi_valuation and ts - self.oi_ts >= revalue_ms
+        if not (changed or revalued):
+            return False
+        self.oi, self.oi_valuation, self.oi_ts = oi, valuation, ts
+        return True
+
+    def funding_due(self, key: object, ts: int, refresh_ms: int) -> bool:
+        """True (and recorded as emitted) when the funding key changed, or at most every ``refresh_ms`` to
+        refresh the mark and index prices that ride along."""
+        if key == self.funding and ts - self.funding_ts < refresh_ms:
+            return False
+        self.funding, self.funding_ts = key, ts
+        return True

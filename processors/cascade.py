@@ -178,9 +178,7 @@ Alerts
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import math
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -197,6 +195,7 @@ from flushwatch.events import (
     Trade,
 )
 from processors.base import Detector
+from processors.common import digest, format_duration, format_price, format_usd
 
 __all__ = [
     "BUILTIN_DEFAULT_FLOOR_USD",
@@ -232,10 +231,6 @@ _SIDES = ("long", "short")
 _Entry = tuple[int, float, str, bool, float, float | None, bool]
 
 
-def _digest(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
-
-
 def _median(values: deque[float]) -> float:
     ordered = sorted(values)
     n = len(ordered)
@@ -253,40 +248,6 @@ def _max_opt(a: float | None, b: float | None) -> float | None:
     if b is None:
         return a
     return max(a, b)
-
-
-def format_usd(value: float) -> str:
-    """Compact USD for messages: ``$950``, ``$8.5K``, ``$850K``, ``$2.4M``, ``$1.2B``."""
-    sign = "-" if value < 0 else ""
-    x = abs(value)
-    for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if x >= scale * 0.9995:
-            scaled = x / scale
-            text = f"{scaled:.1f}" if scaled < 99.95 else f"{scaled:.0f}"
-            return f"{sign}${text.removesuffix('.0')}{unit}"
-    return f"{sign}${x:.0f}"
-
-
-def format_duration(seconds: float) -> str:
-    """``45 s``, ``4 min 10 s``, ``2 h 5 min``: what a person reads in a chat message."""
-    total = round(seconds)
-    if total < 60:
-        return f"{total} s"
-    minutes, secs = divmod(total, 60)
-    if minutes < 60:
-        return f"{minutes} min {secs} s" if secs else f"{minutes} min"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
-
-
-def format_price(price: float) -> str:
-    """Thousands separators for big prices, about five significant digits for small ones."""
-    if price >= 1000:
-        return f"{price:,.0f}"
-    if price <= 0:
-        return "0"
-    decimals = max(0, 4 - math.floor(math.log10(price)))
-    return f"{price:,.{decimals}f}"
 
 
 def _pct(value: float) -> str:
@@ -992,7 +953,7 @@ class CascadeDetector(Detector):
             other_notional = sum(e[1] for e in other.window if start_ms <= e[0] <= bs.now)
         step = self._level(self._counted(track) / threshold)
         ep = _Episode(
-            episode_id=_digest(f"cascade|{track.base}|{track.side}|{start_ms}"),
+            episode_id=digest(f"cascade|{track.base}|{track.side}|{start_ms}"),
             start_ms=start_ms,
             trigger_ms=ts,
             last_ts=last_ts,
@@ -1082,7 +1043,7 @@ class CascadeDetector(Detector):
         metrics = self._metrics(track, ep, kind)
         venues = tuple(sorted({_venue_of(label) for label in ep.by_venue}))
         return Alert(
-            alert_id=_digest(f"cascade|{track.base}|{track.side}|{ep.start_ms}|{stage}"),
+            alert_id=digest(f"cascade|{track.base}|{track.side}|{ep.start_ms}|{stage}"),
             type=kind,
             severity=severity,
             base=track.base,

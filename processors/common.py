@@ -1,5 +1,7 @@
 """Small helpers shared by the detectors: ids, per-asset settings, formatting, a minute price tape.
 
+This module imports no detector, so every detector (cascade included) can build on it.
+
 Nothing here does I/O or reads a clock; everything is a pure function of its arguments or of the state it
 is given, so detectors built on it stay deterministic and snapshot-able.
 """
@@ -9,16 +11,15 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import deque
-from collections.abc import Mapping
-from typing import Any, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
-
-from processors.cascade import format_duration, format_price, format_usd
 
 __all__ = [
     "MINUTE_MS",
     "MinuteTape",
+    "PerAsset",
     "asset_params",
     "digest",
     "feed_key",
@@ -35,6 +36,7 @@ __all__ = [
 MINUTE_MS = 60_000
 
 P = TypeVar("P", bound=BaseModel)
+R = TypeVar("R")
 
 
 def digest(text: str) -> str:
@@ -61,6 +63,69 @@ def asset_params(section: BaseModel, overrides: Mapping[str, P], base: str, cls:
     if own is not None:
         values.update({name: getattr(own, name) for name in own.model_fields_set})
     return cls.model_validate(values)
+
+
+class PerAsset(Generic[P, R]):
+    """A detector's derived parameters per base, built once from :func:`asset_params` and cached.
+
+    ``build`` turns thresholds (the section itself for the default) into what the detector's hot path
+    reads. Bases without an ``assets`` table share the section's default. Every asset table is built at
+    construction, so an invalid per-asset combination fails when the detector is built, not on the first
+    event of that base.
+    """
+
+    __slots__ = ("_build", "_cache", "_cls", "_default", "_overrides", "_section")
+
+    def __init__(self, section: BaseModel, overrides: Mapping[str, P], cls: type[P], build: Callable[[Any], R]) -> None:
+        self._section, self._overrides, self._cls, self._build = section, overrides, cls, build
+        self._cache: dict[str, R] = {}
+        self._default = build(section)
+        for base in overrides:
+            self(base)
+
+    def __call__(self, base: str) -> R:
+        params = self._cache.get(base)
+        if params is None:
+            if base in self._overrides:
+                params = self._build(asset_params(self._section, self._overrides, base, self._cls))
+            else:
+                params = self._default
+            self._cache[base] = params
+        return params
+
+
+def format_usd(value: float) -> str:
+    """Compact USD for messages: ``$950``, ``$8.5K``, ``$850K``, ``$2.4M``, ``$1.2B``."""
+    sign = "-" if value < 0 else ""
+    x = abs(value)
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if x >= scale * 0.9995:
+            scaled = x / scale
+            text = f"{scaled:.1f}" if scaled < 99.95 else f"{scaled:.0f}"
+            return f"{sign}${text.removesuffix('.0')}{unit}"
+    return f"{sign}${x:.0f}"
+
+
+def format_duration(seconds: float) -> str:
+    """``45 s``, ``4 min 10 s``, ``2 h 5 min``: what a person reads in a chat message."""
+    total = round(seconds)
+    if total < 60:
+        return f"{total} s"
+    minutes, secs = divmod(total, 60)
+    if minutes < 60:
+        return f"{minutes} min {secs} s" if secs else f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+
+
+def format_price(price: float) -> str:
+    """Thousands separators for big prices, about five significant digits for small ones."""
+    if price >= 1000:
+        return f"{price:,.0f}"
+    if price <= 0:
+        return "0"
+    decimals = max(0, 4 - math.floor(math.log10(price)))
+    return f"{price:,.{decimals}f}"
 
 
 def format_pct(value: float, decimals: int = 1) -> str:

@@ -84,7 +84,7 @@ from processors.base import Detector
 from processors.common import (
     MINUTE_MS,
     MinuteTape,
-    asset_params,
+    PerAsset,
     digest,
     feed_key,
     format_duration,
@@ -207,10 +207,7 @@ class FundingDetector(Detector):
 
     def __init__(self, config: FundingConfig | None = None, snapshot: dict[str, Any] | None = None) -> None:
         self.config = config if config is not None else FundingConfig.model_validate({})
-        self._params: dict[str, _Params] = {}
-        self._default = _Params.of(self.config)
-        for base in self.config.assets:
-            self._p(base)
+        self._p = PerAsset(self.config, self.config.assets, FundingThresholds, _Params.of)
         self._reset()
         if snapshot is not None:
             self.restore(snapshot)
@@ -218,16 +215,6 @@ class FundingDetector(Detector):
     def _reset(self) -> None:
         self._now = _NEVER
         self._bases: dict[str, _Base] = {}
-
-    def _p(self, base: str) -> _Params:
-        params = self._params.get(base)
-        if params is None:
-            if base in self.config.assets:
-                params = _Params.of(asset_params(self.config, self.config.assets, base, FundingThresholds))
-            else:
-                params = self._default
-            self._params[base] = params
-        return params
 
     # ------------------------------------------------------------------ the Detector interface
 

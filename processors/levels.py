@@ -74,7 +74,7 @@ from typing import Any
 from flushwatch.config import LevelsConfig, LevelsThresholds
 from flushwatch.events import Alert, Liquidation, MarketEvent, Severity, Trade
 from processors.base import Detector
-from processors.common import asset_params, digest, format_duration, format_price, format_usd, ms
+from processors.common import PerAsset, digest, format_duration, format_price, format_usd, ms
 
 __all__ = ["LevelsDetector"]
 
@@ -172,10 +172,7 @@ class LevelsDetector(Detector):
 
     def __init__(self, config: LevelsConfig | None = None, snapshot: dict[str, Any] | None = None) -> None:
         self.config = config if config is not None else LevelsConfig.model_validate({})
-        self._params: dict[str, _Params] = {}
-        self._default = _Params.of(self.config)
-        for base in self.config.assets:
-            self._p(base)
+        self._p = PerAsset(self.config, self.config.assets, LevelsThresholds, _Params.of)
         self._bands: dict[str, list[tuple[float, float]]] = {}
         for base, bands in self.config.bands.items():
             clean: list[tuple[float, float]] = []
@@ -192,16 +189,6 @@ class LevelsDetector(Detector):
     def _reset(self) -> None:
         self._now = _NEVER
         self._bases: dict[str, _Base] = {}
-
-    def _p(self, base: str) -> _Params:
-        params = self._params.get(base)
-        if params is None:
-            if base in self.config.assets:
-                params = _Params.of(asset_params(self.config, self.config.assets, base, LevelsThresholds))
-            else:
-                params = self._default
-            self._params[base] = params
-        return params
 
     # ------------------------------------------------------------------ the Detector interface
 

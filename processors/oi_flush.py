@@ -119,7 +119,7 @@ from flushwatch.config import OiFlushConfig, OiFlushThresholds
 from flushwatch.events import Alert, Funding, MarketEvent, OpenInterest, Severity, Trade
 from processors.base import Detector
 from processors.common import (
-    asset_params,
+    PerAsset,
     digest,
     feed_key,
     format_duration,
@@ -301,10 +301,7 @@ class OiFlushDetector(Detector):
 
     def __init__(self, config: OiFlushConfig | None = None, snapshot: dict[str, Any] | None = None) -> None:
         self.config = config if config is not None else OiFlushConfig.model_validate({})
-        self._params: dict[str, _Params] = {}
-        self._default = _Params.of(self.config)
-        for base in self.config.assets:
-            self._p(base)  # invalid per-asset combinations fail at build time, not on the first event
+        self._p = PerAsset(self.config, self.config.assets, OiFlushThresholds, _Params.of)
         self._reset()
         if snapshot is not None:
             self.restore(snapshot)
@@ -318,16 +315,6 @@ class OiFlushDetector(Detector):
         self.unpriced_events = 0
         #: episodes that closed with neither a rebuild nor a hold
         self.expired_episodes = 0
-
-    def _p(self, base: str) -> _Params:
-        params = self._params.get(base)
-        if params is None:
-            if base in self.config.assets:
-                params = _Params.of(asset_params(self.config, self.config.assets, base, OiFlushThresholds))
-            else:
-                params = self._default
-            self._params[base] = params
-        return params
 
     # ------------------------------------------------------------------ the Detector interface
 

@@ -11,15 +11,16 @@ from typing import Any
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flushwatch.codec import decode_event, encode_event
 from flushwatch.config import BinanceConfig, Config
-from flushwatch.events import Funding, Liquidation, MarketEvent, OpenInterest, Trade
+from flushwatch.events import Funding, Liquidation, OpenInterest, Trade
 from ingest.base import ParseResult
 from ingest.binance import MAX_FRAME_BYTES, BinanceUsdmAdapter
 from ingest.registry import create_adapter
+from tests.unit import venue_props
+from tests.unit.venue_props import kinds, one
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "binance"
 CSV_PATH = FIXTURES / "binance_forceorder_allsymbols_2025-01-26_2025-02-06.csv"
@@ -34,16 +35,6 @@ def lines(name: str) -> list[str]:
 
 def adapter(symbols: list[str] | None = None) -> BinanceUsdmAdapter:
     return BinanceUsdmAdapter(symbols=symbols if symbols is not None else ["BTCUSDT"])
-
-
-def one(result: ParseResult) -> MarketEvent:
-    assert not result.rejects, result.rejects
-    assert len(result.events) == 1, result.events
-    return result.events[0]
-
-
-def kinds(result: ParseResult) -> list[str]:
-    return [r.kind for r in result.rejects]
 
 
 def frame(stream: str, data: Any) -> bytes:
@@ -622,13 +613,8 @@ STREAM_LABELS = {"liquidation", "trade", "mark_price", "control", "unknown", "op
 
 
 def check(result: ParseResult) -> None:
-    assert isinstance(result, ParseResult)
-    assert {r.kind for r in result.rejects} <= ALLOWED_REJECTS, result.rejects
-    assert result.stream in STREAM_LABELS
-    assert result.duplicates >= 0 and result.gaps >= 0
+    venue_props.check_common(result, "binance", ALLOWED_REJECTS, STREAM_LABELS, gaps=True)
     for event in result.events:
-        assert event.venue == "binance"
-        assert decode_event(encode_event(event)) == event
         assert event.ts > 0
         if isinstance(event, Liquidation | Trade):
             assert event.price > 0 and event.qty > 0
@@ -637,17 +623,9 @@ def check(result: ParseResult) -> None:
             assert event.mark_price is None or event.mark_price > 0
 
 
-json_scalars = (
-    st.none() | st.booleans() | st.integers(min_value=-(2**63), max_value=2**64 - 1)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=12)
-    | st.sampled_from(["NaN", "Infinity", "-1", "0", "1e9999", "BTCUSDT", "SELL", "BUY", "", "0.0001"])
-)
-json_values = st.recursive(
-    json_scalars,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=4),
-    max_leaves=12,
-)
+json_values = venue_props.json_values([
+    "NaN", "Infinity", "-1", "0", "1e9999", "BTCUSDT", "SELL", "BUY", "", "0.0001",
+])
 
 SEEDS: list[Callable[[], Any]] = [
     force_order,
@@ -658,39 +636,14 @@ SEEDS: list[Callable[[], Any]] = [
 ]
 
 
-@st.composite
-def mutated_frames(draw: st.DrawFn) -> bytes:
-    payload = draw(st.sampled_from(SEEDS))()
-    for _ in range(draw(st.integers(min_value=1, max_value=3))):
-        node = payload
-        # walk down into a nested object or array, then replace or delete one member
-        while draw(st.booleans()):
-            children = list(node.values()) if isinstance(node, dict) else node
-            containers = [c for c in children if isinstance(c, dict | list)]
-            if not containers:
-                break
-            node = draw(st.sampled_from(containers))
-        if isinstance(node, dict) and node:
-            key = draw(st.sampled_from(sorted(node)))
-            if draw(st.booleans()):
-                del node[key]
-            else:
-                node[key] = draw(json_values)
-        elif isinstance(node, list) and node:
-            node[draw(st.integers(min_value=0, max_value=len(node) - 1))] = draw(json_values)
-    if draw(st.booleans()):
-        return frame("x@y", payload)
-    return orjson.dumps(payload)
-
-
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@venue_props.never_raises(300)
 @given(st.binary(max_size=512))
 def test_arbitrary_bytes_never_raise(raw: bytes) -> None:
     check(adapter().parse(raw, RECV))
     check(adapter().parse_rest("/fapi/v1/openInterest?symbol=BTCUSDT", raw, RECV))
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@venue_props.never_raises(300)
 @given(json_values, st.sampled_from(["forceOrder", "aggTrade", "markPriceUpdate", None]))
 def test_arbitrary_json_never_raises(value: Any, kind: str | None) -> None:
     if kind is not None and isinstance(value, dict):
@@ -703,8 +656,8 @@ def test_arbitrary_json_never_raises(value: Any, kind: str | None) -> None:
     assert isinstance(ad.replay_replies(orjson.dumps(value).decode()), list)
 
 
-@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(mutated_frames())
+@venue_props.never_raises(500)
+@given(venue_props.mutated_frames(SEEDS, json_values, lambda payload: frame("x@y", payload)))
 def test_mutated_real_frames_never_raise(raw: bytes) -> None:
     ad = adapter()
     check(ad.parse(raw, RECV))

@@ -6,17 +6,16 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Context, Decimal
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
-from flushwatch.codec import decode_event, encode_event
 from flushwatch.config import BitmexConfig
 from flushwatch.errors import CodecError
-from flushwatch.events import Funding, Liquidation, MarketEvent, OpenInterest, Trade
+from flushwatch.events import Funding, Liquidation, OpenInterest, Trade
 from ingest.base import ParseResult
 from ingest.bitmex import (
     FUNDING_REFRESH_INTERVAL_MS,
@@ -26,6 +25,8 @@ from ingest.bitmex import (
     iso_ms,
     timespan_hours,
 )
+from tests.unit import venue_props
+from tests.unit.venue_props import kinds, one, typed
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "bitmex"
 RECV = 1_700_000_000_000
@@ -33,7 +34,6 @@ D = Decimal
 #: the adapter's documented rounding of quotients: 28 significant digits, ties to even
 Q = Context(prec=28, rounding=ROUND_HALF_EVEN)
 EXACT = Context(prec=200)
-E = TypeVar("E", bound=MarketEvent)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 #: XBTUSDT's size columns as in the ccxt ``bitmex`` fetchMarkets comment (a 2022-10-16 row):
@@ -66,22 +66,6 @@ def loaded(symbols: list[str] | None = None) -> BitmexAdapter:
     result = ad.parse_rest("/api/v1/instrument/active", orjson.dumps(rows("bitmex_instrument_rest.jsonl")), RECV)
     assert (result.control, result.events, result.rejects, result.stream) == (True, [], [], "metadata")
     return ad
-
-
-def one(result: ParseResult) -> Any:
-    assert not result.rejects, result.rejects
-    assert len(result.events) == 1, result.events
-    return result.events[0]
-
-
-def kinds(result: ParseResult) -> list[str]:
-    return [r.kind for r in result.rejects]
-
-
-def typed(events: list[MarketEvent], kind: type[E]) -> list[E]:
-    """The events, all of type ``kind`` (asserted), typed for the checker."""
-    assert all(isinstance(e, kind) for e in events), events
-    return [e for e in events if isinstance(e, kind)]
 
 
 def ms(text: str) -> int:
@@ -596,13 +580,8 @@ STREAM_LABELS = {"liquidation", "trade", "instrument", "control", "unknown", "me
 
 
 def check(result: ParseResult) -> None:
-    assert isinstance(result, ParseResult)
-    assert {r.kind for r in result.rejects} <= ALLOWED_REJECTS, result.rejects
-    assert result.stream in STREAM_LABELS
-    assert result.duplicates >= 0 and result.gaps == 0
+    venue_props.check_common(result, "bitmex", ALLOWED_REJECTS, STREAM_LABELS, gaps=False)
     for event in result.events:
-        assert event.venue == "bitmex"
-        assert decode_event(encode_event(event)) == event
         assert event.ts > 0
         if isinstance(event, Liquidation | Trade):
             assert event.price > 0 and event.qty > 0 and event.notional_usd > 0
@@ -612,17 +591,10 @@ def check(result: ParseResult) -> None:
             assert event.interval_h > 0
 
 
-json_scalars = (
-    st.none() | st.booleans() | st.integers(min_value=-(2**63), max_value=2**64 - 1)
-    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=12)
-    | st.sampled_from(["NaN", "-1", "0", "1e9999", "XBTUSD", "ETHUSD", "Sell", "Buy", "",
-                       "2021-07-22T22:36:11.685Z", "2000-01-01T08:00:00.000Z", "partial", "insert"])
-)
-json_values = st.recursive(
-    json_scalars,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=4),
-    max_leaves=12,
-)
+json_values = venue_props.json_values([
+    "NaN", "-1", "0", "1e9999", "XBTUSD", "ETHUSD", "Sell", "Buy", "",
+    "2021-07-22T22:36:11.685Z", "2000-01-01T08:00:00.000Z", "partial", "insert",
+])
 
 SEEDS: list[Callable[[], Any]] = [
     lambda: {"table": "liquidation", "action": "insert", "data": [dict(LIQ)]},
@@ -635,29 +607,7 @@ SEEDS: list[Callable[[], Any]] = [
 ]
 
 
-@st.composite
-def mutated_frames(draw: st.DrawFn) -> bytes:
-    payload = draw(st.sampled_from(SEEDS))()
-    for _ in range(draw(st.integers(min_value=1, max_value=3))):
-        node = payload
-        while draw(st.booleans()):
-            children = list(node.values()) if isinstance(node, dict) else node
-            containers = [c for c in children if isinstance(c, dict | list)]
-            if not containers:
-                break
-            node = draw(st.sampled_from(containers))
-        if isinstance(node, dict) and node:
-            key = draw(st.sampled_from(sorted(node)))
-            if draw(st.booleans()):
-                del node[key]
-            else:
-                node[key] = draw(json_values)
-        elif isinstance(node, list) and node:
-            node[draw(st.integers(min_value=0, max_value=len(node) - 1))] = draw(json_values)
-    return orjson.dumps(payload)
-
-
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@venue_props.never_raises(300)
 @given(st.binary(max_size=512))
 def test_arbitrary_bytes_never_raise(raw: bytes) -> None:
     ad = loaded()
@@ -666,7 +616,7 @@ def test_arbitrary_bytes_never_raise(raw: bytes) -> None:
     assert isinstance(ad.replay_replies(raw.decode("utf-8", errors="replace")), list)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@venue_props.never_raises(300)
 @given(json_values, st.sampled_from(["liquidation", "trade", "instrument", None]),
        st.sampled_from(["partial", "insert", "update", "delete"]))
 def test_arbitrary_json_never_raises(value: Any, name: str | None, action: str) -> None:
@@ -679,8 +629,8 @@ def test_arbitrary_json_never_raises(value: Any, name: str | None, action: str) 
     assert isinstance(ad.replay_replies(orjson.dumps(value).decode()), list)
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(mutated_frames())
+@venue_props.never_raises(400)
+@given(venue_props.mutated_frames(SEEDS, json_values))
 def test_mutated_real_frames_never_raise(raw: bytes) -> None:
     ad = loaded()
     check(ad.parse(raw, RECV))

@@ -9,12 +9,11 @@ from typing import Any
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
-from flushwatch.codec import decode_event, encode_event
 from flushwatch.config import BybitConfig
-from flushwatch.events import Funding, Liquidation, MarketEvent, OpenInterest, Trade
+from flushwatch.events import Funding, Liquidation, OpenInterest, Trade
 from ingest.base import ParseResult
 from ingest.bybit import (
     FUNDING_REFRESH_INTERVAL_MS,
@@ -25,6 +24,8 @@ from ingest.bybit import (
     BybitLinearAdapter,
     normalize_bybit_symbol,
 )
+from tests.unit import venue_props
+from tests.unit.venue_props import kinds, one
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "bybit"
 RECV = 1_700_000_000_000
@@ -38,16 +39,6 @@ def lines(name: str) -> list[str]:
 
 def adapter(symbols: list[str] | None = None, **kwargs: Any) -> BybitLinearAdapter:
     return BybitLinearAdapter(symbols if symbols is not None else ["BTCUSDT"], **kwargs)
-
-
-def one(result: ParseResult) -> MarketEvent:
-    assert not result.rejects, result.rejects
-    assert len(result.events) == 1, result.events
-    return result.events[0]
-
-
-def kinds(result: ParseResult) -> list[str]:
-    return [r.kind for r in result.rejects]
 
 
 def liq(s: str = "BTCUSDT", side: str = "Buy", v: str = "0.5", p: str = "100000", t: int = 1739502302929,
@@ -545,13 +536,8 @@ STREAM_LABELS = {"liquidation", "trade", "ticker", "control", "unknown", "metada
 
 
 def check(result: ParseResult) -> None:
-    assert isinstance(result, ParseResult)
-    assert {r.kind for r in result.rejects} <= ALLOWED_REJECTS, result.rejects
-    assert result.stream in STREAM_LABELS
-    assert result.duplicates >= 0 and result.gaps == 0
+    venue_props.check_common(result, "bybit", ALLOWED_REJECTS, STREAM_LABELS, gaps=False)
     for event in result.events:
-        assert event.venue == "bybit"
-        assert decode_event(encode_event(event)) == event
         assert event.ts > 0
         if isinstance(event, Liquidation | Trade):
             assert event.price > 0 and event.qty > 0
@@ -563,17 +549,9 @@ def check(result: ParseResult) -> None:
             assert event.mark_price is None or event.mark_price > 0
 
 
-json_scalars = (
-    st.none() | st.booleans() | st.integers(min_value=-(2**63), max_value=2**64 - 1)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=12)
-    | st.sampled_from(["NaN", "-1", "0", "1e9999", "BTCUSDT", "Buy", "Sell", "", "0.0001", "snapshot", "delta"])
-)
-json_values = st.recursive(
-    json_scalars,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=4),
-    max_leaves=12,
-)
+json_values = venue_props.json_values([
+    "NaN", "-1", "0", "1e9999", "BTCUSDT", "Buy", "Sell", "", "0.0001", "snapshot", "delta",
+])
 
 SEEDS: list[Callable[[], Any]] = [
     lambda: orjson.loads(liq_frame(liq(), liq(side="Sell", t=5))),
@@ -585,29 +563,7 @@ SEEDS: list[Callable[[], Any]] = [
 ]
 
 
-@st.composite
-def mutated_frames(draw: st.DrawFn) -> bytes:
-    payload = draw(st.sampled_from(SEEDS))()
-    for _ in range(draw(st.integers(min_value=1, max_value=3))):
-        node = payload
-        while draw(st.booleans()):
-            children = list(node.values()) if isinstance(node, dict) else node
-            containers = [c for c in children if isinstance(c, dict | list)]
-            if not containers:
-                break
-            node = draw(st.sampled_from(containers))
-        if isinstance(node, dict) and node:
-            key = draw(st.sampled_from(sorted(node)))
-            if draw(st.booleans()):
-                del node[key]
-            else:
-                node[key] = draw(json_values)
-        elif isinstance(node, list) and node:
-            node[draw(st.integers(min_value=0, max_value=len(node) - 1))] = draw(json_values)
-    return orjson.dumps(payload)
-
-
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@venue_props.never_raises(300)
 @given(st.binary(max_size=512))
 def test_arbitrary_bytes_never_raise(raw: bytes) -> None:
     ad = adapter(top_n_by_oi=3)
@@ -615,7 +571,7 @@ def test_arbitrary_bytes_never_raise(raw: bytes) -> None:
     check(ad.parse_rest("/v5/market/tickers?category=linear", raw, RECV))
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@venue_props.never_raises(300)
 @given(json_values, st.sampled_from(["allLiquidation.BTCUSDT", "publicTrade.BTCUSDT", "tickers.BTCUSDT",
                                      "liquidation.BTCUSDT", None]))
 def test_arbitrary_json_never_raises(value: Any, topic: str | None) -> None:
@@ -628,8 +584,8 @@ def test_arbitrary_json_never_raises(value: Any, topic: str | None) -> None:
     assert isinstance(ad.replay_replies(orjson.dumps(value).decode()), list)
 
 
-@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(mutated_frames())
+@venue_props.never_raises(500)
+@given(venue_props.mutated_frames(SEEDS, json_values))
 def test_mutated_real_frames_never_raise(raw: bytes) -> None:
     ad = adapter()
     ad.parse(ticker("snapshot", 1, 0, **SNAPSHOT), RECV)  # so deltas merge into a real state

@@ -5,16 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from decimal import ROUND_HALF_EVEN, Context, Decimal
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
-from flushwatch.codec import decode_event, encode_event
 from flushwatch.config import DeribitConfig
-from flushwatch.events import Funding, Liquidation, MarketEvent, OpenInterest, Trade
+from flushwatch.events import Funding, Liquidation, OpenInterest, Trade
 from ingest.base import ControlAction, ParseResult
 from ingest.deribit import (
     FUNDING_REFRESH_INTERVAL_MS,
@@ -24,12 +23,13 @@ from ingest.deribit import (
     deribit_instrument,
     liquidated_side,
 )
+from tests.unit import venue_props
+from tests.unit.venue_props import kinds, one, typed
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "deribit"
 RECV = 1_700_000_000_000
 D = Decimal
 Q = Context(prec=28, rounding=ROUND_HALF_EVEN)
-E = TypeVar("E", bound=MarketEvent)
 TEST_REQUEST = '{"jsonrpc":"2.0","method":"heartbeat","params":{"type":"test_request"}}'
 
 
@@ -39,22 +39,6 @@ def lines(name: str) -> list[str]:
 
 def adapter(symbols: list[str] | None = None) -> DeribitAdapter:
     return DeribitAdapter(symbols if symbols is not None else ["BTC-PERPETUAL", "ETH-PERPETUAL"])
-
-
-def one(result: ParseResult) -> Any:
-    assert not result.rejects, result.rejects
-    assert len(result.events) == 1, result.events
-    return result.events[0]
-
-
-def kinds(result: ParseResult) -> list[str]:
-    return [r.kind for r in result.rejects]
-
-
-def typed(events: list[MarketEvent], kind: type[E]) -> list[E]:
-    """The events, all of type ``kind`` (asserted), typed for the checker."""
-    assert all(isinstance(e, kind) for e in events), events
-    return [e for e in events if isinstance(e, kind)]
 
 
 def notification(channel: str, data: Any) -> bytes:
@@ -460,30 +444,18 @@ STREAM_LABELS = {"trade", "ticker", "control", "unknown"}
 
 
 def check(result: ParseResult) -> None:
-    assert isinstance(result, ParseResult)
-    assert {r.kind for r in result.rejects} <= ALLOWED_REJECTS, result.rejects
-    assert result.stream in STREAM_LABELS
-    assert result.duplicates >= 0 and result.gaps >= 0
+    venue_props.check_common(result, "deribit", ALLOWED_REJECTS, STREAM_LABELS, gaps=True)
     for event in result.events:
-        assert event.venue == "deribit"
-        assert decode_event(encode_event(event)) == event
         if isinstance(event, Liquidation | Trade):
             assert event.price > 0 and event.qty > 0 and event.notional_usd > 0
         if isinstance(event, Liquidation):
             assert event.sampled is False and event.order_id is not None
 
 
-json_scalars = (
-    st.none() | st.booleans() | st.integers(min_value=-(2**63), max_value=2**64 - 1)
-    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=12)
-    | st.sampled_from(["NaN", "-1", "0", "1e9999", "BTC-PERPETUAL", "SOL_USDC-PERPETUAL", "buy", "sell", "M",
-                       "T", "MT", "", "test_request", "heartbeat", "subscription"])
-)
-json_values = st.recursive(
-    json_scalars,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=4),
-    max_leaves=12,
-)
+json_values = venue_props.json_values([
+    "NaN", "-1", "0", "1e9999", "BTC-PERPETUAL", "SOL_USDC-PERPETUAL", "buy", "sell", "M",
+    "T", "MT", "", "test_request", "heartbeat", "subscription",
+])
 
 SEEDS: list[Callable[[], Any]] = [
     lambda: orjson.loads(trades(trade("1", liquidation="MT"))),
@@ -493,29 +465,7 @@ SEEDS: list[Callable[[], Any]] = [
 ]
 
 
-@st.composite
-def mutated_frames(draw: st.DrawFn) -> bytes:
-    payload = draw(st.sampled_from(SEEDS))()
-    for _ in range(draw(st.integers(min_value=1, max_value=3))):
-        node = payload
-        while draw(st.booleans()):
-            children = list(node.values()) if isinstance(node, dict) else node
-            containers = [c for c in children if isinstance(c, dict | list)]
-            if not containers:
-                break
-            node = draw(st.sampled_from(containers))
-        if isinstance(node, dict) and node:
-            key = draw(st.sampled_from(sorted(node)))
-            if draw(st.booleans()):
-                del node[key]
-            else:
-                node[key] = draw(json_values)
-        elif isinstance(node, list) and node:
-            node[draw(st.integers(min_value=0, max_value=len(node) - 1))] = draw(json_values)
-    return orjson.dumps(payload)
-
-
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@venue_props.never_raises(300)
 @given(st.binary(max_size=512))
 def test_arbitrary_bytes_never_raise(raw: bytes) -> None:
     ad = adapter()
@@ -526,7 +476,7 @@ def test_arbitrary_bytes_never_raise(raw: bytes) -> None:
     assert isinstance(ad.replay_replies(text), list)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@venue_props.never_raises(300)
 @given(json_values, st.sampled_from(["trades", "ticker", None]))
 def test_arbitrary_json_never_raises(value: Any, kind: str | None) -> None:
     ad = adapter()
@@ -539,8 +489,8 @@ def test_arbitrary_json_never_raises(value: Any, kind: str | None) -> None:
     assert isinstance(ad.replay_replies(text), list)
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(mutated_frames())
+@venue_props.never_raises(400)
+@given(venue_props.mutated_frames(SEEDS, json_values))
 def test_mutated_real_frames_never_raise(raw: bytes) -> None:
     ad = adapter()
     check(ad.parse(raw, RECV))

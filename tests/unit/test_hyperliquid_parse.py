@@ -9,16 +9,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
-from flushwatch.codec import decode_event, encode_event
 from flushwatch.config import HyperliquidConfig
-from flushwatch.events import Funding, Liquidation, MarketEvent, OpenInterest, Trade
+from flushwatch.events import Funding, Liquidation, OpenInterest, Trade
 from ingest.base import ParseResult
 from ingest.hyperliquid import (
     FUNDING_REFRESH_INTERVAL_MS,
@@ -27,12 +26,13 @@ from ingest.hyperliquid import (
     HyperliquidAdapter,
     normalize_hyperliquid_coin,
 )
+from tests.unit import venue_props
+from tests.unit.venue_props import kinds, one, typed
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "hyperliquid"
 RECV = 1_700_000_000_000
 HOUR = 3_600_000
 D = Decimal
-E = TypeVar("E", bound=MarketEvent)
 
 #: a BTC trade row as printed in the docs.rs source of the df-hyperliquid-core crate
 #: (src/markets/tests/trades.rs, "a recorded trades frame row", 2026-10-08); see fixtures/hyperliquid/SOURCES.md
@@ -66,22 +66,6 @@ def ctx(coin: str = "BTC", *, oi: Any = "36295.80812", mark: Any = "80640.0", or
     return orjson.dumps({"channel": "activeAssetCtx", "data": {"coin": coin, "ctx": {
         "funding": funding, "openInterest": oi, "prevDayPx": "77759.0", "dayNtlVlm": "1", "premium": "0",
         "oraclePx": oracle, "markPx": mark, "midPx": mark, "impactPxs": [mark, mark], "dayBaseVlm": "1", **extra}}})
-
-
-def one(result: ParseResult) -> Any:
-    assert not result.rejects, result.rejects
-    assert len(result.events) == 1, result.events
-    return result.events[0]
-
-
-def kinds(result: ParseResult) -> list[str]:
-    return [r.kind for r in result.rejects]
-
-
-def typed(events: list[MarketEvent], kind: type[E]) -> list[E]:
-    """The events, all of type ``kind`` (asserted), typed for the checker."""
-    assert all(isinstance(e, kind) for e in events), events
-    return [e for e in events if isinstance(e, kind)]
 
 
 # ---------------------------------------------------------------- samples by value
@@ -338,29 +322,17 @@ STREAM_LABELS = {"trade", "ticker", "control", "unknown"}
 
 
 def check(result: ParseResult) -> None:
-    assert isinstance(result, ParseResult)
-    assert {r.kind for r in result.rejects} <= ALLOWED_REJECTS, result.rejects
-    assert result.stream in STREAM_LABELS
-    assert result.duplicates >= 0 and result.gaps == 0
+    venue_props.check_common(result, "hyperliquid", ALLOWED_REJECTS, STREAM_LABELS, gaps=False)
     for event in result.events:
-        assert event.venue == "hyperliquid"
         assert not isinstance(event, Liquidation)
-        assert decode_event(encode_event(event)) == event
         if isinstance(event, Trade):
             assert event.price > 0 and event.qty > 0 and event.notional_usd > 0
 
 
-json_scalars = (
-    st.none() | st.booleans() | st.integers(min_value=-(2**63), max_value=2**64 - 1)
-    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=12)
-    | st.sampled_from(["NaN", "-1", "0", "1e9999", "BTC", "kPEPE", "B", "A", "", "trades", "activeAssetCtx",
-                       "pong"])
-)
-json_values = st.recursive(
-    json_scalars,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=4),
-    max_leaves=12,
-)
+json_values = venue_props.json_values([
+    "NaN", "-1", "0", "1e9999", "BTC", "kPEPE", "B", "A", "", "trades", "activeAssetCtx",
+    "pong",
+])
 
 SEEDS: list[Callable[[], Any]] = [
     lambda: orjson.loads(trades(dict(RECORDED_TRADE), trade(2, coin="kPEPE"))),
@@ -369,29 +341,7 @@ SEEDS: list[Callable[[], Any]] = [
 ]
 
 
-@st.composite
-def mutated_frames(draw: st.DrawFn) -> bytes:
-    payload = draw(st.sampled_from(SEEDS))()
-    for _ in range(draw(st.integers(min_value=1, max_value=3))):
-        node = payload
-        while draw(st.booleans()):
-            children = list(node.values()) if isinstance(node, dict) else node
-            containers = [c for c in children if isinstance(c, dict | list)]
-            if not containers:
-                break
-            node = draw(st.sampled_from(containers))
-        if isinstance(node, dict) and node:
-            key = draw(st.sampled_from(sorted(node)))
-            if draw(st.booleans()):
-                del node[key]
-            else:
-                node[key] = draw(json_values)
-        elif isinstance(node, list) and node:
-            node[draw(st.integers(min_value=0, max_value=len(node) - 1))] = draw(json_values)
-    return orjson.dumps(payload)
-
-
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@venue_props.never_raises(300)
 @given(st.binary(max_size=512))
 def test_arbitrary_bytes_never_raise(raw: bytes) -> None:
     ad = adapter()
@@ -399,7 +349,7 @@ def test_arbitrary_bytes_never_raise(raw: bytes) -> None:
     assert isinstance(ad.replay_replies(raw.decode("utf-8", errors="replace")), list)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@venue_props.never_raises(300)
 @given(json_values, st.sampled_from(["trades", "activeAssetCtx", None]))
 def test_arbitrary_json_never_raises(value: Any, channel: str | None) -> None:
     ad = adapter()
@@ -409,8 +359,8 @@ def test_arbitrary_json_never_raises(value: Any, channel: str | None) -> None:
     assert isinstance(ad.replay_replies(orjson.dumps(value).decode()), list)
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(mutated_frames())
+@venue_props.never_raises(400)
+@given(venue_props.mutated_frames(SEEDS, json_values))
 def test_mutated_real_frames_never_raise(raw: bytes) -> None:
     ad = adapter()
     check(ad.parse(raw, RECV))

@@ -10,14 +10,15 @@ from typing import Any
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
-from flushwatch.codec import decode_event, encode_event
 from flushwatch.config import OkxConfig
-from flushwatch.events import Funding, Liquidation, MarketEvent, OpenInterest, Trade
+from flushwatch.events import Funding, Liquidation, OpenInterest, Trade
 from ingest.base import ControlAction, ParseResult, RestPoll
 from ingest.okx import INVERSE_QTY_CONTEXT, MAX_ARGS_CHARS_PER_CONNECTION, MAX_FRAME_BYTES, OkxSwapAdapter
+from tests.unit import venue_props
+from tests.unit.venue_props import kinds, one
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "okx"
 RECV = 1_700_000_000_000
@@ -57,16 +58,6 @@ def adapter(symbols: list[str] | None = None, extra: tuple[dict[str, Any], ...] 
     result = ad.parse_rest(INSTRUMENTS_PATH, instruments_body(*instrument_entries(), *extra), RECV)
     assert (result.rejects, result.control, result.stream) == ([], True, "metadata")
     return ad
-
-
-def one(result: ParseResult) -> MarketEvent:
-    assert not result.rejects, result.rejects
-    assert len(result.events) == 1, result.events
-    return result.events[0]
-
-
-def kinds(result: ParseResult) -> list[str]:
-    return [r.kind for r in result.rejects]
 
 
 def push(channel: str, *data: dict[str, Any], **arg: str) -> bytes:
@@ -550,13 +541,8 @@ STREAM_LABELS = {"liquidation", "trade", "open_interest", "funding", "mark_price
 
 
 def check(result: ParseResult) -> None:
-    assert isinstance(result, ParseResult)
-    assert {r.kind for r in result.rejects} <= ALLOWED_REJECTS, result.rejects
-    assert result.stream in STREAM_LABELS
-    assert result.duplicates >= 0 and result.gaps == 0
+    venue_props.check_common(result, "okx", ALLOWED_REJECTS, STREAM_LABELS, gaps=False)
     for event in result.events:
-        assert event.venue == "okx"
-        assert decode_event(encode_event(event)) == event
         assert event.ts > 0
         if isinstance(event, Liquidation | Trade):
             assert event.price > 0 and event.qty > 0 and event.notional_usd > 0
@@ -566,18 +552,10 @@ def check(result: ParseResult) -> None:
             assert 0 < event.interval_h <= 168
 
 
-json_scalars = (
-    st.none() | st.booleans() | st.integers(min_value=-(2**63), max_value=2**64 - 1)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=12)
-    | st.sampled_from(["NaN", "-1", "0", "1e9999", "BTC-USDT-SWAP", "BTC-USD-SWAP", "buy", "sell", "",
-                       "0.0001", "1700726400000", "net", "long"])
-)
-json_values = st.recursive(
-    json_scalars,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
-    max_leaves=12,
-)
+json_values = venue_props.json_values([
+    "NaN", "-1", "0", "1e9999", "BTC-USDT-SWAP", "BTC-USD-SWAP", "buy", "sell", "",
+    "0.0001", "1700726400000", "net", "long",
+], key_size=6)
 
 SEEDS: list[Callable[[], Any]] = [
     lambda: orjson.loads(liquidations("BTC-USDT-SWAP", detail(), detail(side="buy", pos="short", ts="7"))),
@@ -592,29 +570,7 @@ SEEDS: list[Callable[[], Any]] = [
 ]
 
 
-@st.composite
-def mutated_frames(draw: st.DrawFn) -> bytes:
-    payload = draw(st.sampled_from(SEEDS))()
-    for _ in range(draw(st.integers(min_value=1, max_value=3))):
-        node = payload
-        while draw(st.booleans()):
-            children = list(node.values()) if isinstance(node, dict) else node
-            containers = [c for c in children if isinstance(c, dict | list)]
-            if not containers:
-                break
-            node = draw(st.sampled_from(containers))
-        if isinstance(node, dict) and node:
-            key = draw(st.sampled_from(sorted(node)))
-            if draw(st.booleans()):
-                del node[key]
-            else:
-                node[key] = draw(json_values)
-        elif isinstance(node, list) and node:
-            node[draw(st.integers(min_value=0, max_value=len(node) - 1))] = draw(json_values)
-    return orjson.dumps(payload)
-
-
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@venue_props.never_raises(300)
 @given(st.binary(max_size=512))
 def test_arbitrary_bytes_never_raise(raw: bytes) -> None:
     ad = adapter(top_n_by_oi=2)
@@ -623,7 +579,7 @@ def test_arbitrary_bytes_never_raise(raw: bytes) -> None:
     assert ad.control(raw.decode("utf-8", errors="replace")) in (None, ControlAction(rotate=True))
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@venue_props.never_raises(300)
 @given(json_values, st.sampled_from(["liquidation-orders", "trades", "open-interest", "funding-rate",
                                      "mark-price", None]))
 def test_arbitrary_json_never_raises(value: Any, channel: str | None) -> None:
@@ -638,8 +594,8 @@ def test_arbitrary_json_never_raises(value: Any, channel: str | None) -> None:
     assert ad.control(orjson.dumps(value).decode()) in (None, ControlAction(rotate=True))
 
 
-@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(mutated_frames())
+@venue_props.never_raises(500)
+@given(venue_props.mutated_frames(SEEDS, json_values))
 def test_mutated_real_frames_never_raise(raw: bytes) -> None:
     ad = adapter()
     check(ad.parse(raw, RECV))
