@@ -9,7 +9,6 @@ on that timeline (an ``asyncio.Condition``), never on fixed sleeps.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import json
 import random
@@ -27,6 +26,7 @@ from flushwatch.recording import RecordLine
 from ingest.backoff import Backoff
 from ingest.base import ControlAction, ParseResult, VenueAdapter, WsConnectionPlan
 from ingest.driver import ConnectionDriver, websockets_connector
+from tests.component.drivers import running
 
 VENUE = "tiny"
 SUBSCRIBES = (
@@ -173,18 +173,6 @@ def make_driver(
         rotation_timeout_s=rotation_timeout_s,
         close_timeout_s=1.0,
     )
-
-
-@contextlib.asynccontextmanager
-async def running(driver: ConnectionDriver) -> AsyncIterator[asyncio.Task[None]]:
-    """Run the driver in a task; cancel it on exit and re-raise anything it died of."""
-    task = asyncio.create_task(driver.run())
-    try:
-        yield task
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def eventually(predicate: Callable[[], bool], timeout: float = 5.0) -> None:

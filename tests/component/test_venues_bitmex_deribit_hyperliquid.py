@@ -10,8 +10,6 @@ saw (an ``asyncio.Condition``) or on the driver's queue, never on fixed sleeps.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import random
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -26,14 +24,14 @@ from websockets.exceptions import ConnectionClosed
 from flushwatch.events import Funding, Liquidation, MarketEvent, OpenInterest, Trade
 from flushwatch.metrics import Metrics
 from flushwatch.recording import RecordLine
-from ingest.backoff import Backoff
 from ingest.base import ParseResult, VenueAdapter
 from ingest.bitmex import BitmexAdapter
 from ingest.deribit import DeribitAdapter
-from ingest.driver import ConnectionDriver, websockets_connector
+from ingest.driver import ConnectionDriver
 from ingest.hyperliquid import HyperliquidAdapter
 from ingest.poller import RestPoller
 from ingest.replay import ReplayServer
+from tests.component.drivers import fast_driver, running
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 TEST_REQUEST = '{"jsonrpc":"2.0","method":"heartbeat","params":{"type":"test_request"}}'
@@ -118,28 +116,8 @@ class ScriptedVenue:
 # ---------------------------------------------------------------- driver plumbing
 
 
-async def no_backoff(delay: float) -> None:
-    await asyncio.sleep(0)
-
-
 def make_driver(adapter: VenueAdapter, out: asyncio.Queue[RecordLine], metrics: Metrics) -> ConnectionDriver:
-    (plan,) = adapter.ws_connections()
-    return ConnectionDriver(
-        adapter, plan, out, metrics, Backoff(0.01, 0.05, rng=random.Random(1)), sleep=no_backoff,
-        connect=websockets_connector(close_timeout_s=1.0), subscribe_interval_s=0.01, rotation_timeout_s=1.0,
-        close_timeout_s=1.0,
-    )
-
-
-@contextlib.asynccontextmanager
-async def running(driver: ConnectionDriver) -> AsyncIterator[asyncio.Task[None]]:
-    task = asyncio.create_task(driver.run())
-    try:
-        yield task
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    return fast_driver(adapter, out, metrics, seed=1, rotation_timeout_s=1.0)
 
 
 @dataclass

@@ -10,8 +10,6 @@ sleeps.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -26,13 +24,13 @@ from websockets.exceptions import ConnectionClosed
 from flushwatch.events import Funding, Liquidation, MarketEvent, OpenInterest, Trade
 from flushwatch.metrics import Metrics
 from flushwatch.recording import RecordLine
-from ingest.backoff import Backoff
 from ingest.base import ParseResult, VenueAdapter
 from ingest.bybit import BybitLinearAdapter
-from ingest.driver import ConnectionDriver, websockets_connector
+from ingest.driver import ConnectionDriver
 from ingest.okx import INSTRUMENTS_REQUEST, OkxSwapAdapter
 from ingest.poller import RestPoller
 from ingest.replay import ReplayServer
+from tests.component.drivers import fast_driver, running
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 D = Decimal
@@ -181,27 +179,7 @@ class VenueServer:
 
 
 def make_driver(adapter: VenueAdapter, out: asyncio.Queue[RecordLine], metrics: Metrics) -> ConnectionDriver:
-    (plan,) = adapter.ws_connections()
-
-    async def no_wait(_delay: float) -> None:  # the backoff delays are tiny anyway; don't wait them
-        await asyncio.sleep(0)
-
-    return ConnectionDriver(
-        adapter, plan, out, metrics, Backoff(0.01, 0.05, rng=random.Random(7)), sleep=no_wait,
-        connect=websockets_connector(close_timeout_s=1.0), subscribe_interval_s=0.01, rotation_timeout_s=2.0,
-        close_timeout_s=1.0,
-    )
-
-
-@contextlib.asynccontextmanager
-async def running(driver: ConnectionDriver) -> AsyncIterator[asyncio.Task[None]]:
-    task = asyncio.create_task(driver.run())
-    try:
-        yield task
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    return fast_driver(adapter, out, metrics, seed=7, rotation_timeout_s=2.0)
 
 
 def reconnects(metrics: Metrics, venue: str, reason: str) -> float | None:
