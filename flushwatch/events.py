@@ -2,8 +2,11 @@
 
 These types are the public contract of flushwatch (DESIGN.md §4/§5): every venue adapter produces them,
 every detector consumes them, and every downstream service reads their JSON form from Kafka. They are
-frozen and slotted so they are cheap to create in the ingest hot path and cannot be mutated by a detector
-behind another detector's back.
+frozen so they cannot be mutated by a detector behind another detector's back. Market events are
+:class:`msgspec.Struct` types rather than dataclasses because they are created once per venue message and
+once per Kafka record: a frozen dataclass's generated ``__init__`` costs ~1.8 µs per trade, a frozen Struct
+~0.3 µs, and ``gc=False`` keeps millions of them (which hold only str, int, bool and Decimal, so they
+cannot form reference cycles) out of the cyclic garbage collector's work.
 
 Money stays exact: prices, sizes and notionals are :class:`~decimal.Decimal` parsed from the venue's own
 text, never floats. Detectors may convert to float internally where they document it.
@@ -18,6 +21,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, ClassVar, Literal
 
+import msgspec
+
 SCHEMA_VERSION = 1
 
 LiquidatedSide = Literal["long", "short"]
@@ -27,8 +32,7 @@ Severity = Literal["info", "warning", "critical"]
 SEVERITIES: tuple[Severity, ...] = ("info", "warning", "critical")
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class MarketEvent:
+class MarketEvent(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """Fields every market-data event carries.
 
     ``ts`` is the exchange's event time and ``recv_ts`` our receive time, both epoch milliseconds; keeping
@@ -45,8 +49,7 @@ class MarketEvent:
     recv_ts: int
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Liquidation(MarketEvent):
+class Liquidation(MarketEvent, frozen=True, kw_only=True, gc=False):
     """A forced close. ``side`` is the position that was liquidated, whatever the venue's convention.
 
     ``sampled`` is true when the venue's feed is known to publish only a sample (Binance pushes at most one
@@ -63,8 +66,7 @@ class Liquidation(MarketEvent):
     sampled: bool = False
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Trade(MarketEvent):
+class Trade(MarketEvent, frozen=True, kw_only=True, gc=False):
     """A public trade; ``side`` is the taker's side, which is what moves price in a flush."""
 
     type: ClassVar[str] = "trade"
@@ -76,8 +78,7 @@ class Trade(MarketEvent):
     trade_id: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class OpenInterest(MarketEvent):
+class OpenInterest(MarketEvent, frozen=True, kw_only=True, gc=False):
     """Open interest of one instrument. ``oi_usd`` is None until a price is known to value it."""
 
     type: ClassVar[str] = "open_interest"
@@ -86,8 +87,7 @@ class OpenInterest(MarketEvent):
     oi_usd: Decimal | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Funding(MarketEvent):
+class Funding(MarketEvent, frozen=True, kw_only=True, gc=False):
     """Current funding rate as a fraction per ``interval_h`` hours (not percent), with mark and index."""
 
     type: ClassVar[str] = "funding"
