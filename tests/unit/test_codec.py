@@ -102,3 +102,13 @@ def test_parse_decimal_floats_use_shortest_repr():
     with pytest.raises(CodecError):
         parse_decimal(True, "x")
     assert parse_decimal("-0.5", "rate", allow_negative=True) == Decimal("-0.5")
+
+
+@given(st.decimals(allow_nan=False, allow_infinity=False))
+def test_decimal_text_is_plain_format_without_trailing_zeros(value: Decimal) -> None:
+    text = decimal_text(value)
+    reference = format(value, "f")
+    if "." in reference:
+        reference = reference.rstrip("0").rstrip(".")
+    assert text == ("0" if reference in ("-0", "") else reference)
+    assert "E" not in text and Decimal(text) == value
