@@ -19,8 +19,9 @@ import heapq
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Literal, cast
+from typing import IO, Annotated, Final, Literal, cast
 
+import msgspec
 import orjson
 
 __all__ = ["BadLine", "RecordLine", "RecordingWriter", "merge_recordings", "read_recording"]
@@ -28,12 +29,15 @@ __all__ = ["BadLine", "RecordLine", "RecordingWriter", "merge_recordings", "read
 Kind = Literal["ws", "rest"]
 
 
-@dataclass(frozen=True, slots=True)
-class RecordLine:
-    """One received frame or REST response."""
+class RecordLine(msgspec.Struct, frozen=True, gc=False):
+    """One received frame or REST response.
+
+    A msgspec struct rather than a dataclass so that :func:`read_recording` decodes a line straight into
+    it in C: reading is a third of a backtest's time otherwise.
+    """
 
     recv_ts: int
-    venue: str
+    venue: Annotated[str, msgspec.Meta(min_length=1)]
     kind: Kind
     endpoint: str
     data: str
@@ -92,14 +96,43 @@ def parse_line(raw: bytes, source: str = "<memory>", lineno: int = 0) -> RecordL
     return RecordLine(recv_ts, venue, kind, endpoint, data)
 
 
+#: the strict shape of a good line (every member present and typed); anything else, including a line
+#: that omits the optional ``endpoint``, goes to :func:`parse_line`
+_LINE_DECODER: Final = msgspec.json.Decoder(RecordLine)
+#: decompressed bytes read at a time: whole lines are split out of the block in C, which is several
+#: times cheaper per line than iterating a GzipFile line by line
+_READ_BLOCK: Final = 1 << 20
+
+
+def _lines(handle: IO[bytes]) -> Iterator[bytes]:
+    tail = b""
+    while block := handle.read(_READ_BLOCK):
+        lines = (tail + block).split(b"\n") if tail else block.split(b"\n")
+        tail = lines.pop()
+        yield from lines
+    if tail:
+        yield tail
+
+
 def read_recording(path: str | Path) -> Iterator[RecordLine | BadLine]:
-    """Yield every line of a recording in file order; blank lines are skipped."""
+    """Yield every line of a recording in file order; blank lines are skipped.
+
+    Good lines are decoded by a typed msgspec decoder; a line it refuses is judged by :func:`parse_line`,
+    which gives the same RecordLine or the BadLine with its reason.
+    """
     path = Path(path)
+    source = str(path)
+    decode = _LINE_DECODER.decode
     with _open(path) as handle:
-        for lineno, line in enumerate(handle, start=1):
-            stripped = line.strip()
-            if stripped:
-                yield parse_line(stripped, str(path), lineno)
+        for lineno, line in enumerate(_lines(handle), start=1):
+            try:
+                item: RecordLine | BadLine = decode(line)
+            except ValueError:  # msgspec's DecodeError/ValidationError, UnicodeDecodeError on bad UTF-8
+                stripped = line.strip()
+                if not stripped:
+                    continue
+                item = parse_line(stripped, source, lineno)
+            yield item
 
 
 def merge_recordings(paths: Iterable[str | Path]) -> Iterator[RecordLine | BadLine]:
@@ -115,6 +148,10 @@ def merge_recordings(paths: Iterable[str | Path]) -> Iterator[RecordLine | BadLi
                 last = item.recv_ts
             yield (last, index, seq, item)
 
+    paths = list(paths)
+    if len(paths) == 1:  # nothing to merge: skip the per-line key tuples
+        yield from read_recording(paths[0])
+        return
     streams = [keyed(i, p) for i, p in enumerate(paths)]
     for _ts, _i, _seq, item in heapq.merge(*streams, key=lambda t: (t[0], t[1], t[2])):
         yield item

@@ -2,7 +2,15 @@ from __future__ import annotations
 
 import gzip
 
-from flushwatch.recording import BadLine, RecordingWriter, RecordLine, merge_recordings, read_recording
+import flushwatch.recording as recording
+from flushwatch.recording import (
+    BadLine,
+    RecordingWriter,
+    RecordLine,
+    merge_recordings,
+    parse_line,
+    read_recording,
+)
 
 
 def test_write_read_round_trip_plain_and_gzip(tmp_path):
@@ -49,3 +57,34 @@ def test_merge_orders_by_recv_ts_stably(tmp_path):
     b.write_bytes(b"".join(RecordLine(t, "y", "ws", "", f"b{t}").to_json() + b"\n" for t in (1, 2, 6)))
     merged = [line.data for line in merge_recordings([a, b]) if isinstance(line, RecordLine)]
     assert merged == ["a1", "b1", "b2", "a3", "a5", "b6"]
+
+
+def test_lines_split_across_read_blocks_and_odd_line_endings(tmp_path, monkeypatch):
+    monkeypatch.setattr(recording, "_READ_BLOCK", 7)  # every line straddles several blocks
+    lines = [RecordLine(1000 + i, "binance", "ws", "wss://x", f'{{"n":{i},"s":"{"x" * i}"}}') for i in range(40)]
+    body = b"\r\n".join(line.to_json() for line in lines[:20]) + b"\n\n  \n"
+    body += b"\n".join(line.to_json() for line in lines[20:])  # no newline at the end
+    path = tmp_path / "r.jsonl"
+    path.write_bytes(body)
+    assert list(read_recording(path)) == lines
+
+
+def test_fast_reader_and_general_parser_agree_line_by_line(tmp_path):
+    good = RecordLine(5, "okx", "rest", "/api/v5/x?y=1", '{"a": "\\u00e9\\n"}').to_json()
+    candidates = [
+        good,
+        b'{"recv_ts":5,"venue":"okx","kind":"ws","data":"{}"}',  # endpoint omitted: optional
+        b'{"recv_ts":true,"venue":"okx","kind":"ws","endpoint":"","data":"{}"}',
+        b'{"recv_ts":5,"venue":"","kind":"ws","endpoint":"","data":"{}"}',
+        b'{"recv_ts":5,"venue":"okx","kind":"fix","endpoint":"","data":"{}"}',
+        b'{"recv_ts":5,"venue":"okx","kind":"ws","endpoint":null,"data":"{}"}',
+        b'{"recv_ts":5,"venue":"okx","kind":"ws","endpoint":"","data":{"a":1}}',
+        b'{"recv_ts":5,"recv_ts":6,"venue":"okx","kind":"ws","endpoint":"","data":"{}"}',
+        b'[1,2]', b'{"recv_ts":5', b'{"recv_ts":5,"venue":"ok\xed\xa0\x80","kind":"ws","endpoint":"","data":""}',
+    ]
+    path = tmp_path / "c.jsonl"
+    path.write_bytes(b"\n".join(candidates) + b"\n")
+    read = list(read_recording(path))
+    expected = [parse_line(raw, str(path), n) for n, raw in enumerate(candidates, start=1)]
+    assert read == expected
+    assert [type(item).__name__ for item in read].count("RecordLine") == 3
