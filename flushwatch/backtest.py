@@ -27,18 +27,20 @@ Determinism
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 import orjson
 
 from flushwatch.codec import encode_alert
 from flushwatch.config import Config
-from flushwatch.events import Alert
+from flushwatch.events import Alert, MarketEvent
 from flushwatch.logs import RateLimitedLog
 from flushwatch.recording import BadLine, RecordLine, merge_recordings
 from ingest.base import ParseResult, VenueAdapter
@@ -46,12 +48,15 @@ from ingest.registry import ADAPTERS
 from processors.base import Detector
 from processors.registry import build_detectors
 
-__all__ = ["TICK_INTERVAL_MS", "BacktestReport", "drain_horizon_ms", "run_backtest"]
+__all__ = ["PIPELINE_MIN_BYTES", "TICK_INTERVAL_MS", "BacktestReport", "drain_horizon_ms", "run_backtest"]
 
 _LOG = logging.getLogger("flushwatch.backtest")
 
 #: detectors get a tick whenever recording time advanced this much (the live processor's timer period)
 TICK_INTERVAL_MS = 1000
+#: inputs at least this large (bytes on disk) run in two processes by default: below it, starting the
+#: second process costs more than it saves
+PIPELINE_MIN_BYTES = 16 * 1024 * 1024
 
 
 @dataclass
@@ -112,11 +117,20 @@ def drain_horizon_ms(config: Config) -> int:
     return round((cascade.window_s + cascade.quiet_s) * 1000) + TICK_INTERVAL_MS
 
 
+class Writer(Protocol):
+    """Where dead letters go: a binary file, or the parallel backtest's pipe to the writing process."""
+
+    def write(self, data: bytes, /) -> int: ...
+
+
 class _Run:
     """The state of one backtest; a class so the hot loop reads locals, not closures."""
 
-    def __init__(self, config: Config, out: BinaryIO | None, dlq: BinaryIO | None, log: logging.Logger) -> None:
-        self.detectors: list[Detector] = build_detectors(config)
+    def __init__(self, config: Config, out: BinaryIO | None, dlq: Writer | None, log: logging.Logger,
+                 *, detectors: bool = True) -> None:
+        self.config = config
+        self.detectors: list[Detector] = build_detectors(config) if detectors else []
+        self.handlers = [detector.on_event for detector in self.detectors]
         self.out = out
         self.dlq = dlq
         self.problems = RateLimitedLog(log, interval_s=float("inf"))
@@ -126,6 +140,14 @@ class _Run:
         self.events: Counter[str] = Counter()
         self.alerts: Counter[str] = Counter()
         self.rejects: Counter[str] = Counter()
+
+    def finish_report(self) -> None:
+        """Copy the counters into the report, sorted for a stable summary."""
+        report = self.report
+        report.frames_by_venue = dict(sorted(self.frames.items()))
+        report.events_by_type = dict(sorted(self.events.items()))
+        report.alerts_by_type = dict(sorted(self.alerts.items()))
+        report.rejects_by_kind = dict(sorted(self.rejects.items()))
 
     def adapter(self, venue: str) -> VenueAdapter | None:
         if venue in self.adapters:
@@ -147,6 +169,16 @@ class _Run:
             alerts = detector.on_tick(now_ms)
             if alerts:
                 self.emit(alerts)
+
+    def detect(self, events: Iterable[MarketEvent]) -> None:
+        """Every event through every detector, in order: the order alerts come out in."""
+        handlers = self.handlers
+        emit = self.emit
+        for event in events:
+            for on_event in handlers:
+                alerts = on_event(event)
+                if alerts:
+                    emit(alerts)
 
     def problem(self, kind: str, detail: str, dead: dict[str, Any]) -> None:
         self.rejects[kind] += 1
@@ -177,19 +209,55 @@ def run_backtest(
     out: BinaryIO | None,
     dlq: BinaryIO | None = None,
     log: logging.Logger = _LOG,
+    *,
+    processes: int | None = None,
 ) -> BacktestReport:
     """Replay ``paths`` (merged by ``recv_ts``) through the adapters and the enabled detectors.
 
     Alerts are written to ``out`` as one JSON line each, in emission order; bad input goes to ``dlq`` when
     given. Returns the counts; see the module doc for the time and bad-input rules.
+
+    ``processes=2`` reads and parses in a second process while this one runs the detectors (see
+    :mod:`flushwatch.backtest_pipeline`); the output is the same byte for byte. ``None`` chooses 2 for
+    large inputs on a machine with two or more CPUs.
     """
+    paths = list(paths)
+    if processes is None:
+        processes = auto_processes(paths)
+    if processes >= 2:
+        from flushwatch.backtest_pipeline import run_pipelined  # noqa: PLC0415 - needs this module
+
+        return run_pipelined(paths, config, out, dlq, log)
     started = time.perf_counter()
     run = _Run(config, out, dlq, log)
+    read_and_parse(paths, run, run.tick, run.detect)
+    run.finish_report()
+    run.report.elapsed_s = time.perf_counter() - started
+    return run.report
+
+
+def auto_processes(paths: list[str | Path]) -> int:
+    """Two processes when there is enough input to repay starting one and a second CPU to run it."""
+    if (os.cpu_count() or 1) < 2 or "fork" not in multiprocessing.get_all_start_methods():
+        return 1
+    try:
+        size = sum(Path(path).stat().st_size for path in paths)
+    except OSError:
+        return 1  # the reader reports the missing file; no need to fork for that
+    return 2 if size >= PIPELINE_MIN_BYTES else 1
+
+
+def read_and_parse(
+    paths: Iterable[str | Path],
+    run: _Run,
+    on_tick: Callable[[int], None],
+    on_events: Callable[[list[MarketEvent]], None],
+) -> None:
+    """The reading half of a backtest: lines → adapters → ``on_events``, with ``on_tick`` whenever
+    recording time advanced a tick, and the final drain tick. Counts go to ``run``'s counters."""
     report = run.report
-    detectors = run.detectors
     frames = run.frames
     events_count = run.events
-    emit = run.emit
     last_tick: int | None = None
     last_ts: int | None = None
     lines = 0
@@ -207,7 +275,7 @@ def run_backtest(
             report.first_recv_ts = recv_ts
         elif recv_ts - last_tick >= TICK_INTERVAL_MS:
             last_tick = recv_ts
-            run.tick(recv_ts)
+            on_tick(recv_ts)
         if last_ts is None or recv_ts > last_ts:
             last_ts = recv_ts
         venue = item.venue
@@ -227,22 +295,15 @@ def run_backtest(
             duplicates += result.duplicates
         if result.gaps:
             gaps += result.gaps
-        for event in result.events:
-            events_count[event.type] += 1
-            for detector in detectors:
-                alerts = detector.on_event(event)
-                if alerts:
-                    emit(alerts)
+        events = result.events
+        if events:
+            for event in events:
+                events_count[event.type] += 1
+            on_events(events)
 
     if last_ts is not None:
-        run.tick(last_ts + drain_horizon_ms(config))
+        on_tick(last_ts + drain_horizon_ms(run.config))
     report.lines = lines
     report.last_recv_ts = last_ts
     report.duplicates = duplicates
     report.gaps = gaps
-    report.frames_by_venue = dict(sorted(frames.items()))
-    report.events_by_type = dict(sorted(events_count.items()))
-    report.alerts_by_type = dict(sorted(run.alerts.items()))
-    report.rejects_by_kind = dict(sorted(run.rejects.items()))
-    report.elapsed_s = time.perf_counter() - started
-    return report

@@ -111,6 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     backtest.add_argument("files", nargs="+", metavar="FILE")
     backtest.add_argument("--out", metavar="FILE", help="alerts output (default: stdout)")
     backtest.add_argument("--dlq", metavar="FILE", help="write rejected frames and lines here as JSON lines")
+    backtest.add_argument("--processes", type=int, choices=(1, 2), default=None,
+                          help="2 = read and parse in a second process while this one runs the detectors (same "
+                          "output, nearly twice the lines/s on two CPUs); default: 2 for inputs of 16 MiB or "
+                          "more when the machine has two CPUs, else 1")
 
     config = sub.add_parser("config", help="inspect configuration")
     config_sub = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
@@ -215,7 +219,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     out = open(args.out, "wb") if args.out else sys.stdout.buffer  # noqa: SIM115 - closed below
     dlq = open(args.dlq, "wb") if args.dlq else None  # noqa: SIM115 - closed below
     try:
-        report = run_backtest(args.files, config, out, dlq)
+        report = run_backtest(args.files, config, out, dlq, processes=args.processes)
     finally:
         if args.out:
             out.close()

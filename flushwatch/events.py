@@ -6,7 +6,9 @@ frozen so they cannot be mutated by a detector behind another detector's back. M
 :class:`msgspec.Struct` types rather than dataclasses because they are created once per venue message and
 once per Kafka record: a frozen dataclass's generated ``__init__`` costs ~1.8 µs per trade, a frozen Struct
 ~0.3 µs, and ``gc=False`` keeps millions of them (which hold only str, int, bool and Decimal, so they
-cannot form reference cycles) out of the cyclic garbage collector's work.
+cannot form reference cycles) out of the cyclic garbage collector's work. Each carries its ``type`` as a
+msgspec tag, so a list of mixed events round-trips through msgspec's binary encoders (the parallel
+backtest ships events between processes that way); the JSON wire form stays :mod:`flushwatch.codec`'s.
 
 Money stays exact: prices, sizes and notionals are :class:`~decimal.Decimal` parsed from the venue's own
 text, never floats. Detectors may convert to float internally where they document it.
@@ -32,7 +34,7 @@ Severity = Literal["info", "warning", "critical"]
 SEVERITIES: tuple[Severity, ...] = ("info", "warning", "critical")
 
 
-class MarketEvent(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+class MarketEvent(msgspec.Struct, frozen=True, kw_only=True, gc=False, tag_field="type"):
     """Fields every market-data event carries.
 
     ``ts`` is the exchange's event time and ``recv_ts`` our receive time, both epoch milliseconds; keeping
@@ -49,7 +51,7 @@ class MarketEvent(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     recv_ts: int
 
 
-class Liquidation(MarketEvent, frozen=True, kw_only=True, gc=False):
+class Liquidation(MarketEvent, frozen=True, kw_only=True, gc=False, tag="liquidation"):
     """A forced close. ``side`` is the position that was liquidated, whatever the venue's convention.
 
     ``sampled`` is true when the venue's feed is known to publish only a sample (Binance pushes at most one
@@ -66,7 +68,7 @@ class Liquidation(MarketEvent, frozen=True, kw_only=True, gc=False):
     sampled: bool = False
 
 
-class Trade(MarketEvent, frozen=True, kw_only=True, gc=False):
+class Trade(MarketEvent, frozen=True, kw_only=True, gc=False, tag="trade"):
     """A public trade; ``side`` is the taker's side, which is what moves price in a flush."""
 
     type: ClassVar[str] = "trade"
@@ -78,7 +80,7 @@ class Trade(MarketEvent, frozen=True, kw_only=True, gc=False):
     trade_id: str
 
 
-class OpenInterest(MarketEvent, frozen=True, kw_only=True, gc=False):
+class OpenInterest(MarketEvent, frozen=True, kw_only=True, gc=False, tag="open_interest"):
     """Open interest of one instrument. ``oi_usd`` is None until a price is known to value it."""
 
     type: ClassVar[str] = "open_interest"
@@ -87,7 +89,7 @@ class OpenInterest(MarketEvent, frozen=True, kw_only=True, gc=False):
     oi_usd: Decimal | None = None
 
 
-class Funding(MarketEvent, frozen=True, kw_only=True, gc=False):
+class Funding(MarketEvent, frozen=True, kw_only=True, gc=False, tag="funding"):
     """Current funding rate as a fraction per ``interval_h`` hours (not percent), with mark and index."""
 
     type: ClassVar[str] = "funding"
