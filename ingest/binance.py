@@ -320,26 +320,27 @@ class BinanceUsdmAdapter(VenueAdapter):
 
     def parse(self, raw: bytes | str, recv_ts_ms: int) -> ParseResult:
         """One websocket frame → events. Never raises: bad input becomes a :class:`Reject`, and one bad
-        element of an array frame costs only that element."""
-        return parse_frame(self._parse_frame, raw, recv_ts_ms)
+        element of an array frame costs only that element.
 
-    def _parse_frame(self, raw: bytes | str, recv_ts: int, result: ParseResult) -> None:
+        The typed fast path (see :class:`_FastEnvelope`) answers the common frames; whatever it refuses,
+        including any error of its own, is parsed from scratch by the general path."""
         if len(raw) <= MAX_FRAME_BYTES:
             try:
                 payload = _FAST_DECODER.decode(raw).data
             except _FAST_REFUSED:
                 pass
             else:
+                result = ParseResult()
                 try:
                     if isinstance(payload, _FastAggTrade):
-                        handled = self._fast_agg_trade(payload, recv_ts, result)
+                        handled = self._fast_agg_trade(payload, recv_ts_ms, result)
                     else:
-                        handled = self._fast_marks(payload, recv_ts, result)
-                except DecimalException:  # bad number text, or a NaN met in a comparison
+                        handled = self._fast_marks(payload, recv_ts_ms, result)
+                except Exception:  # noqa: BLE001 - bad number text or a NaN in a comparison: not ours to judge
                     handled = False
                 if handled:
-                    return
-        self._parse_general(raw, recv_ts, result)
+                    return result
+        return parse_frame(self._parse_general, raw, recv_ts_ms)
 
     def _fast_agg_trade(self, data: _FastAggTrade, recv_ts: int, result: ParseResult) -> bool:
         """The common aggTrade, or False before touching any state so the general path can take over."""
