@@ -34,7 +34,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol, cast
 
 import orjson
 
@@ -174,7 +174,9 @@ class _Run:
         """Every event through every detector, in order: the order alerts come out in."""
         handlers = self.handlers
         emit = self.emit
+        counts = self.events
         for event in events:
+            counts[event.type] += 1
             for on_event in handlers:
                 alerts = on_event(event)
                 if alerts:
@@ -254,10 +256,10 @@ def read_and_parse(
     on_events: Callable[[list[MarketEvent]], None],
 ) -> None:
     """The reading half of a backtest: lines → adapters → ``on_events``, with ``on_tick`` whenever
-    recording time advanced a tick, and the final drain tick. Counts go to ``run``'s counters."""
+    recording time advanced a tick, and the final drain tick. Counts go to ``run``'s counters, except
+    events by type, which ``on_events``'s side counts (see :meth:`_Run.detect`)."""
     report = run.report
     frames = run.frames
-    events_count = run.events
     last_tick: int | None = None
     last_ts: int | None = None
     lines = 0
@@ -265,10 +267,9 @@ def read_and_parse(
 
     for item in merge_recordings(paths):
         lines += 1
-        if type(item) is BadLine:
-            run.bad_line(item)
+        if type(item) is not RecordLine:
+            run.bad_line(cast(BadLine, item))
             continue
-        assert isinstance(item, RecordLine)
         recv_ts = item.recv_ts
         if last_tick is None:
             last_tick = recv_ts
@@ -295,11 +296,8 @@ def read_and_parse(
             duplicates += result.duplicates
         if result.gaps:
             gaps += result.gaps
-        events = result.events
-        if events:
-            for event in events:
-                events_count[event.type] += 1
-            on_events(events)
+        if result.events:
+            on_events(result.events)
 
     if last_ts is not None:
         on_tick(last_ts + drain_horizon_ms(run.config))

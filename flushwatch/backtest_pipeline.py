@@ -83,8 +83,9 @@ def run_pipelined(
             reader.join()
     report = run.report
     for name in ("lines", "bad_lines", "duplicates", "gaps", "first_recv_ts", "last_recv_ts", "frames_by_venue",
-                 "events_by_type", "rejects_by_kind"):
+                 "rejects_by_kind"):
         setattr(report, name, getattr(counts, name))
+    report.events_by_type = dict(sorted(run.events.items()))
     report.alerts_by_type = dict(sorted(run.alerts.items()))
     report.elapsed_s = time.perf_counter() - started
     return report
@@ -97,6 +98,7 @@ def _detect(receive: Connection, run: _Run, reader: multiprocessing.process.Base
     handlers = run.handlers
     emit = run.emit
     tick = run.tick
+    counts = run.events  # events by type are counted here, where the events arrive
     while True:
         try:
             message = receive.recv_bytes()
@@ -110,6 +112,7 @@ def _detect(receive: Connection, run: _Run, reader: multiprocessing.process.Base
                 if isinstance(item, _Tick):
                     tick(item.now)
                     continue
+                counts[item.type] += 1
                 for on_event in handlers:
                     alerts = on_event(item)
                     if alerts:

@@ -104,14 +104,15 @@ _LINE_DECODER: Final = msgspec.json.Decoder(RecordLine)
 _READ_BLOCK: Final = 1 << 20
 
 
-def _lines(handle: IO[bytes]) -> Iterator[bytes]:
+def _blocks(handle: IO[bytes]) -> Iterator[list[bytes]]:
+    """The lines of ``handle``, a block's worth at a time (one generator step per block, not per line)."""
     tail = b""
     while block := handle.read(_READ_BLOCK):
         lines = (tail + block).split(b"\n") if tail else block.split(b"\n")
         tail = lines.pop()
-        yield from lines
+        yield lines
     if tail:
-        yield tail
+        yield [tail]
 
 
 def read_recording(path: str | Path) -> Iterator[RecordLine | BadLine]:
@@ -123,16 +124,19 @@ def read_recording(path: str | Path) -> Iterator[RecordLine | BadLine]:
     path = Path(path)
     source = str(path)
     decode = _LINE_DECODER.decode
+    lineno = 0
     with _open(path) as handle:
-        for lineno, line in enumerate(_lines(handle), start=1):
-            try:
-                item: RecordLine | BadLine = decode(line)
-            except ValueError:  # msgspec's DecodeError/ValidationError, UnicodeDecodeError on bad UTF-8
-                stripped = line.strip()
-                if not stripped:
-                    continue
-                item = parse_line(stripped, source, lineno)
-            yield item
+        for lines in _blocks(handle):
+            for line in lines:
+                lineno += 1
+                try:
+                    item: RecordLine | BadLine = decode(line)
+                except ValueError:  # msgspec's DecodeError/ValidationError, UnicodeDecodeError on bad UTF-8
+                    stripped = line.strip()
+                    if not stripped:
+                        continue
+                    item = parse_line(stripped, source, lineno)
+                yield item
 
 
 def merge_recordings(paths: Iterable[str | Path]) -> Iterator[RecordLine | BadLine]:
@@ -141,6 +145,13 @@ def merge_recordings(paths: Iterable[str | Path]) -> Iterator[RecordLine | BadLi
     Ties keep file order and then line order, so the merge is deterministic. Each file is assumed to be
     in receive order (as a recorder writes it); a bad line is yielded at the position it was read.
     """
+    paths = list(paths)
+    if len(paths) == 1:  # nothing to merge: the file's own iterator, without a layer per line
+        return read_recording(paths[0])
+    return _merged(paths)
+
+
+def _merged(paths: list[str | Path]) -> Iterator[RecordLine | BadLine]:
     def keyed(index: int, path: str | Path) -> Iterator[tuple[int, int, int, RecordLine | BadLine]]:
         last = -(2**62)
         for seq, item in enumerate(read_recording(path)):
@@ -148,10 +159,6 @@ def merge_recordings(paths: Iterable[str | Path]) -> Iterator[RecordLine | BadLi
                 last = item.recv_ts
             yield (last, index, seq, item)
 
-    paths = list(paths)
-    if len(paths) == 1:  # nothing to merge: skip the per-line key tuples
-        yield from read_recording(paths[0])
-        return
     streams = [keyed(i, p) for i, p in enumerate(paths)]
     for _ts, _i, _seq, item in heapq.merge(*streams, key=lambda t: (t[0], t[1], t[2])):
         yield item
