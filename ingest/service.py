@@ -75,6 +75,8 @@ class IngestService:
         self._adapters = adapters
         self._producer = producer
         self._queue: asyncio.Queue[RecordLine] = asyncio.Queue(maxsize=config.ingest.queue_size)
+        # read at scrape time rather than set for every frame
+        metrics.queue_depth.labels("ingest").set_function(self._queue.qsize)
         self.pipeline = FramePipeline(adapters, producer, Topics(config.kafka.topic_prefix), metrics, recorder)
         self._drain = asyncio.Event()
         self._deadline_s = drain_deadline_s
@@ -116,15 +118,17 @@ class IngestService:
                     await stop.wait()
 
     async def _consume(self) -> None:
+        queue = self._queue
+        handle = self.pipeline.handle
         while True:
-            line = await self._queue.get()
+            # get_nowait while frames are waiting (the busy case): no coroutine per frame
+            line = queue.get_nowait() if queue.qsize() else await queue.get()
             if line.kind == "ws":  # pollers keep polling a finished replay; only the stream matters
                 self._last_frame = time.monotonic()
-            self._metrics.queue_depth.labels("ingest").set(self._queue.qsize())
             try:
-                await self.pipeline.handle(line)
+                await handle(line)
             finally:
-                self._queue.task_done()
+                queue.task_done()
 
     async def _drain_queue(self) -> None:
         try:
