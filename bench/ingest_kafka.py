@@ -9,7 +9,8 @@ events per CPU-second, i.e. per core.
 
 How much of the time is the broker client: the same run again with a producer that accepts and drops
 every record (same interface, no Kafka), on the same recording. The difference in ingest CPU per event is
-the broker client's share (aiokafka's ``send``, batching, protocol encoding and the acknowledgements). With
+the broker client's share (the product ``Producer``'s batching through aiokafka's batch API, protocol
+encoding, the socket writes and the acknowledgements, one future per record). With
 ``--profile`` (default when py-spy is installed, not in ``--quick``) a third run, sampled by py-spy,
 attributes the ingest process's samples to modules as well.
 
@@ -59,16 +60,28 @@ from ingest.service import IngestService
 TARGET_EPS = 50_000
 
 
-class CountingProducer(Producer):
-    """The product's producer, counting market events handed to it (to know when the last one went)."""
+def _counted(topic: str) -> bool:
+    """Market events the recording's websocket frames yield (open interest comes from REST polls)."""
+    return ".md." in topic and not topic.endswith("open_interest")
 
-    market_sent = 0
+
+class CountingProducer(Producer):
+    """The product's producer, counting market events handed to it (to know when the last one went).
+    The classification is cached per topic so that the counting itself costs next to nothing."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.market_sent = 0
+        self._is_counted: dict[str, bool] = {}
 
     async def send(self, topic: str, value: bytes, key: bytes | None = None,
                    headers: list[tuple[str, bytes]] | None = None, timestamp_ms: int | None = None,
                    partition: int | None = None) -> asyncio.Future[Any]:
         future = await super().send(topic, value, key, headers, timestamp_ms, partition)
-        if ".md." in topic and not topic.endswith("open_interest"):
+        counted = self._is_counted.get(topic)
+        if counted is None:
+            counted = self._is_counted[topic] = _counted(topic)
+        if counted:
             self.market_sent += 1
         return future
 
@@ -80,6 +93,7 @@ class NullProducer:
         self.market_sent = 0
         self.failures = 0
         self._done: asyncio.Future[Any] | None = None
+        self._is_counted: dict[str, bool] = {}
 
     async def start(self) -> None:
         self._done = asyncio.get_running_loop().create_future()
@@ -88,7 +102,10 @@ class NullProducer:
     async def send(self, topic: str, value: bytes, key: bytes | None = None,
                    headers: list[tuple[str, bytes]] | None = None, timestamp_ms: int | None = None,
                    partition: int | None = None) -> asyncio.Future[Any]:
-        if ".md." in topic and not topic.endswith("open_interest"):
+        counted = self._is_counted.get(topic)
+        if counted is None:
+            counted = self._is_counted[topic] = _counted(topic)
+        if counted:
             self.market_sent += 1
         assert self._done is not None
         return self._done
@@ -160,7 +177,8 @@ async def run_ingest(recording: Path, bootstrap: str | None, expect: int, with_k
             "cpu": marks["cpu_last"] - marks["cpu_first"], "rss": rss, "profile": profile,
             "broker_cpu": marks["broker_cpu_last"] - marks["broker_cpu_first"],
             "replay_cpu": marks["replay_cpu_last"] - marks["replay_cpu_first"],
-            "failures": producer.failures, "short": marks.get("short", 0)}
+            "failures": producer.failures, "short": marks.get("short", 0),
+            "batches": getattr(producer, "batches", 0), "batched_records": getattr(producer, "batched_records", 0)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -175,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
 
     report = Report("ingest to Kafka (replay server → parse → produce)", command=command_line())
     report.config = {"recording": str(recording), "replay": "flushwatch replay --speed 0 (own process)",
-                     "producer": "flushwatch.kafka.Producer (aiokafka, acks=all, linger_ms=5)",
+                     "producer": "flushwatch.kafka.Producer (aiokafka batch API, acks=all, linger_ms=5)",
+                     "websocket": "the driver's default client (permessage-deflate not offered)",
                      "broker": "embedded Tansu, memory storage (own process)", "py-spy profile": profile}
     report.print_header()
     lines = load_lines(recording)
@@ -227,6 +246,10 @@ def main(argv: list[str] | None = None) -> int:
     report.add("broker (Tansu) RSS at the end", broker_rss, "MiB",
                note="memory storage keeps every record (~330 B each, ENVIRONMENT.md): grows by design")
     report.add("produce failures", kafka["failures"], "")
+    if kafka["batches"]:
+        report.add("records per produce batch (Kafka run)", kafka["batched_records"] / kafka["batches"], "records",
+                   note=f"{kafka['batches']:,} batches through aiokafka's batch API, linger_ms "
+                   f"{bench_config(None, '').kafka.linger_ms}")
     for label, run in (("Kafka", kafka), ("no-Kafka", null)):
         if run["short"]:
             report.note(f"{label} run: {run['short']:,} expected events never arrived (the replay ended first); "
