@@ -195,7 +195,7 @@ from flushwatch.events import (
     Trade,
 )
 from processors.base import Detector
-from processors.common import digest, format_duration, format_price, format_usd
+from processors.common import digest, format_duration, format_price, format_usd, money
 
 __all__ = [
     "BUILTIN_DEFAULT_FLOOR_USD",
@@ -370,6 +370,9 @@ class _Track:
     closed: int = 0
     baseline: float | None = None
     episode: _Episode | None = None
+    #: derived, not snapshotted: the first ms of the bucket after ``bucket_idx`` (_NEVER: not known yet), so
+    #: the per-liquidation check whether a baseline bucket closed compares instead of dividing
+    roll_at: int = _NEVER
 
     def __post_init__(self) -> None:
         self.history = deque(self.history, maxlen=self.baseline_len)
@@ -582,6 +585,11 @@ class CascadeDetector(Detector):
     def on_event(self, event: MarketEvent) -> list[Alert]:
         """Liquidations feed the windows; trades update price and taker volume; open interest of
         ``proxy_venues`` feeds the estimates; others are ignored."""
+        # exact-type checks first (cheaper than isinstance) for the two hot types; subclasses fall through
+        if type(event) is Trade:
+            return self._on_trade(event)
+        if type(event) is Liquidation:
+            return self._on_liquidation(event)
         if isinstance(event, Trade):
             return self._on_trade(event)
         if isinstance(event, Liquidation):
@@ -641,10 +649,9 @@ class CascadeDetector(Detector):
         return out
 
     def _on_trade(self, ev: Trade) -> list[Alert]:
-        bs = self._base(ev.base)
+        bs = self._bases.get(ev.base) or self._base(ev.base)
         alerts = self._advance(bs, ev.ts)
-        price = float(ev.price)
-        notional = float(ev.notional_usd)
+        price, notional = money(ev)
         buy = ev.side == "buy"
         bs.last_price = price
         ring = bs.ring
@@ -691,10 +698,15 @@ class CascadeDetector(Detector):
         return alerts or []
 
     def _on_liquidation(self, ev: Liquidation) -> list[Alert]:
-        bs = self._base(ev.base)
-        alerts = self._advance(bs, ev.ts) or []
-        return self._add(bs, ev.side, ev.ts, float(ev.notional_usd), ev.venue, ev.sampled, float(ev.price),
-                         False, alerts)
+        bs = self._bases.get(ev.base) or self._base(ev.base)
+        ts = ev.ts
+        if ts > bs.now and ts // 1000 == bs.sweep_sec:
+            bs.now = ts  # all that _advance does within the second already swept (most liquidations)
+            alerts: list[Alert] = []
+        else:
+            alerts = self._advance(bs, ts) or []
+        price, notional = money(ev)
+        return self._add(bs, ev.side, ts, notional, ev.venue, ev.sampled, price, False, alerts)
 
     def _on_open_interest(self, ev: OpenInterest) -> list[Alert]:
         """A proxy venue's OI update: estimate the forced closes since its previous update (module doc)."""
@@ -740,25 +752,32 @@ class CascadeDetector(Detector):
     ) -> list[Alert]:
         """Fold one liquidation (or estimate) into its (base, side) window; start or escalate episodes."""
         now = bs.now
-        track = bs.long if side == "long" else bs.short
+        if side == "long":
+            track, other = bs.long, bs.short
+        else:
+            track, other = bs.short, bs.long
         if track is None:
             track = _Track(bs.name, side, now // self._window_ms, self.config.baseline_buckets)
             if side == "long":
                 bs.long = track
             else:
                 bs.short = track
-        self._roll(track, now)
-        self._expire(track, now)
-        if track.episode is not None:
+        # the three checks below call out only when there is something to do (they run per liquidation)
+        if now >= track.roll_at:
+            self._roll(track, now)
+        window = track.window
+        limit = now - self._window_ms
+        if window and window[0][0] <= limit:
+            self._expire(track, now)
+        if track.episode is not None and track.episode.quiet_since is not None:
             ended = self._check_end(track, now)
             if ended is not None:
                 alerts.append(ended)
 
-        if ts <= now - self._window_ms:
+        if ts <= limit:
             self.late_events += 1
             return alerts
         entry: _Entry = (ts, notional, label, sampled, price, bs.last_price, estimated)
-        window = track.window
         if not window or ts >= window[-1][0]:
             window.append(entry)
         else:
@@ -771,7 +790,6 @@ class CascadeDetector(Detector):
         if counted:
             track.bucket_sum += notional
 
-        other = bs.short if side == "long" else bs.long
         if other is not None and other.episode is not None:
             other.episode.by_side[side] += notional
 
@@ -790,18 +808,29 @@ class CascadeDetector(Detector):
             ep.events += 1
             if sampled:
                 ep.sampled = True
+            # plain comparisons instead of min()/max() here and below (PLR1730): ~40 ns each per liquidation,
+            # and "if b < a: a = b" is exactly a = min(a, b) (min keeps the first unless a later one is smaller)
             if side == "long":
-                ep.price_extreme = min(ep.price_extreme, price)
+                if price < ep.price_extreme:  # noqa: PLR1730
+                    ep.price_extreme = price
             elif price > ep.price_extreme:
                 ep.price_extreme = price
-        ep.peak_window = max(ep.peak_window, track.total)
+        if track.total > ep.peak_window:  # noqa: PLR1730
+            ep.peak_window = track.total
         if not counted:
             return alerts  # an estimate is reported, it does not decide (module doc)
-        ep.last_ts = max(ep.last_ts, ts)
-        window_counted = self._counted(track)
+        if ts > ep.last_ts:  # noqa: PLR1730
+            ep.last_ts = ts
+        window_counted = track.total if self._proxy_start else track.real_total  # _counted, inlined
         if ep.quiet_since is not None and window_counted >= ep.end_level:
             ep.quiet_since = None
-        step = self._level(window_counted / ep.threshold)
+        ratio = window_counted / ep.threshold
+        # the severity step can only rise when the ratio reaches the next step (steps strictly increase), so
+        # the full _level scan runs only then; a negative step (none is ever stored) always rescans
+        if ep.step < 0 or (ep.step < self._top and ratio >= self._steps[ep.step + 1]):
+            step = self._level(ratio)
+        else:
+            step = ep.step
         if step > ep.step:
             ep.step = step
             level = min(step + self._note(ep, *self._measure(bs, track)), self._top)
@@ -826,7 +855,9 @@ class CascadeDetector(Detector):
         idx = now // self._window_ms
         gap = idx - track.bucket_idx
         if gap <= 0:
+            track.roll_at = (track.bucket_idx + 1) * self._window_ms  # gap <= 0 exactly while now < roll_at
             return
+        track.roll_at = (idx + 1) * self._window_ms
         track.history.append(track.bucket_sum)
         empties = min(gap - 1, self.config.baseline_buckets)
         if empties:
@@ -844,13 +875,16 @@ class CascadeDetector(Detector):
         if not window or window[0][0] > limit:
             return
         ep = track.episode
+        proxy_start = self._proxy_start
         while window and window[0][0] <= limit:
             entry = window.popleft()
             track.total -= entry[1]
             if not entry[6]:
                 track.real_total -= entry[1]
                 track.real_n -= 1
-            if ep is not None and ep.quiet_since is None and self._counted(track) < ep.end_level:
+            if ep is not None and ep.quiet_since is None and (
+                (track.total if proxy_start else track.real_total) < ep.end_level  # _counted, inlined
+            ):
                 ep.quiet_since = entry[0] + self._window_ms
         if not window:
             track.total = 0.0  # no float residue once the window is empty

@@ -60,7 +60,7 @@ from typing import Any
 from flushwatch.config import ClustersConfig, ClustersThresholds
 from flushwatch.events import Alert, Liquidation, MarketEvent
 from processors.base import Detector
-from processors.common import MINUTE_MS, asset_params, ms, nice_width, window_label
+from processors.common import MINUTE_MS, asset_params, money, ms, nice_width, window_label
 
 __all__ = ["CLUSTERS_SCHEMA_VERSION", "ClustersDetector"]
 
@@ -85,15 +85,32 @@ class _Window:
         default_factory=lambda: {"long": deque(), "short": deque()}
     )
     totals: dict[str, _Agg] = field(default_factory=lambda: {"long": {}, "short": {}})
+    # derived, not snapshotted: first_slice(t) for the base's time t as of the last retime(), and the time
+    # from which it is larger (see retime)
+    first: int = _NEVER
+    due: int = _NEVER
 
     def first_slice(self, now: int) -> int:
         """The oldest slice index still (partly) inside the window at ``now``: its end is after ``now - W``."""
         return (now - self.window_ms) // self.slice_ms if now > _NEVER else _NEVER
 
+    def retime(self, now: int) -> None:
+        """Cache ``first = first_slice(now)`` and ``due``, the first time at which it grows:
+        ``(t - W) // S`` stays ``first`` for every ``now <= t < (first + 1) * S + W``, so until ``due`` the
+        cached value is exact and no slice can leave the window (one only leaves when ``first`` grows)."""
+        if now > _NEVER:
+            self.first = first = (now - self.window_ms) // self.slice_ms
+            self.due = (first + 1) * self.slice_ms + self.window_ms
+        else:
+            self.first = self.due = _NEVER
+
     def add(self, side: str, idx: int, bucket: int, notional: float) -> None:
         slices = self.slices[side]
         agg: _Agg | None = None
-        if not slices or idx > slices[-1][0]:
+        newest = slices[-1] if slices else None
+        if newest is not None and idx == newest[0]:
+            agg = newest[1]  # the usual case: the newest slice
+        elif newest is None or idx > newest[0]:
             agg = {}
             slices.append((idx, agg))
         else:
@@ -114,15 +131,18 @@ class _Window:
         else:
             cell[0] += notional
             cell[1] += 1
-        total = self.totals[side].get(bucket)
+        totals = self.totals[side]
+        total = totals.get(bucket)
         if total is None:
-            self.totals[side][bucket] = [notional, 1.0]
+            totals[bucket] = [notional, 1.0]
         else:
             total[0] += notional
             total[1] += 1
 
     def expire(self, now: int) -> bool:
-        first = self.first_slice(now)
+        """Drop the slices that left the window at ``now`` (and retime to ``now``); True if any did."""
+        self.retime(now)
+        first = self.first
         changed = False
         for side in _SIDES:
             slices = self.slices[side]
@@ -152,6 +172,14 @@ class _Base:
     last_publish: int | None = None
     dirty: bool = False
     sampled_ts: int = _NEVER
+    #: derived, not snapshotted: the earliest ``due`` of the windows; before it no slice can expire
+    due: int = _NEVER
+    #: derived, not snapshotted: all_empty(), kept up to date where slices come and go (add and expiry) so
+    #: the per-liquidation width check does not scan the windows
+    empty: bool = True
+
+    def all_empty(self) -> bool:
+        return all(w.empty() for w in self.windows)
 
 
 class ClustersDetector(Detector):
@@ -189,8 +217,11 @@ class ClustersDetector(Detector):
             t = self._thresholds[base] = asset_params(self.config, self.config.assets, base, ClustersThresholds)
         return t
 
-    def _new_windows(self) -> list[_Window]:
-        return [_Window(window_ms=w, slice_ms=s) for w, s in zip(self._windows, self._slices, strict=True)]
+    def _new_windows(self, now: int) -> list[_Window]:
+        windows = [_Window(window_ms=w, slice_ms=s) for w, s in zip(self._windows, self._slices, strict=True)]
+        for w in windows:
+            w.retime(now)
+        return windows
 
     # ------------------------------------------------------------------ the Detector interface
 
@@ -198,28 +229,35 @@ class ClustersDetector(Detector):
         """Fold a liquidation into its price bucket; every other event is ignored. Never alerts."""
         if not isinstance(event, Liquidation):
             return []
-        price = float(event.price)
-        notional = float(event.notional_usd)
+        price, notional = money(event)
         if price <= 0 or notional < 0:
             return []
         bs = self._bases.get(event.base)
         if bs is None:
             bs = self._bases[event.base] = _Base(name=event.base, now=self._now, width=None,
-                                                 windows=self._new_windows())
-        self._advance(bs, event.ts)
+                                                 windows=self._new_windows(self._now))
         ts = event.ts
-        inside = [w for w in bs.windows if ts // w.slice_ms >= w.first_slice(bs.now)]
-        if not inside:
-            self.late_events += 1
-            return []
-        if bs.width is None or all(w.empty() for w in bs.windows):
+        if ts > bs.now:
+            if ts < bs.due:
+                bs.now = ts  # all that _advance does before the next expiry time (most liquidations)
+            else:
+                self._advance(bs, ts)
+        if ts == bs.now:
+            inside = bs.windows  # ts // S >= (ts - W) // S: an event at the base's time is in every window
+        else:  # a late event: in the windows whose first slice (cached for bs.now) it still reaches
+            inside = [w for w in bs.windows if ts // w.slice_ms >= w.first]
+            if not inside:
+                self.late_events += 1
+                return []
+        if bs.width is None or bs.empty:
             t = self._t(bs.name)
             bs.width = t.bucket_usd if t.bucket_usd is not None else nice_width(price * t.bucket_pct / 100)
         bucket = int(price // bs.width)
         for w in inside:
             w.add(event.side, ts // w.slice_ms, bucket, notional)
-        if event.sampled:
-            bs.sampled_ts = max(bs.sampled_ts, ts)
+        bs.empty = False
+        if event.sampled and ts > bs.sampled_ts:  # = max(sampled_ts, ts) without a builtin call
+            bs.sampled_ts = ts
         bs.dirty = True
         return []
 
@@ -243,7 +281,7 @@ class ClustersDetector(Detector):
             out.append((name, self.document(name)))
             bs.last_publish = bs.now
             bs.dirty = False
-            if all(w.empty() for w in bs.windows):
+            if bs.all_empty():
                 del self._bases[name]
         return out
 
@@ -273,12 +311,23 @@ class ClustersDetector(Detector):
         }
 
     def _advance(self, bs: _Base, t: int) -> None:
+        """Move the base's time to ``t``; expire slices only once a window's first slice can have moved
+        (``bs.due``), so most liquidations skip the windows entirely."""
         if t <= bs.now:
             return
         bs.now = t
+        if t < bs.due:
+            return
+        due = None
+        expired = False
         for w in bs.windows:
             if w.expire(t):
-                bs.dirty = True
+                expired = True
+            due = w.due if due is None else min(due, w.due)
+        bs.due = _NEVER if due is None else due
+        if expired:
+            bs.dirty = True
+            bs.empty = bs.all_empty()
 
     # ------------------------------------------------------------------ state
 
@@ -307,7 +356,7 @@ class ClustersDetector(Detector):
         self._now = int(snapshot["now"])
         self.late_events = int(snapshot["late_events"])
         for obj in snapshot["bases"]:
-            windows = self._new_windows()
+            windows = self._new_windows(int(obj["now"]))
             for w, saved in zip(windows, obj["windows"], strict=True):
                 for side in _SIDES:
                     w.slices[side] = deque(
@@ -315,8 +364,9 @@ class ClustersDetector(Detector):
                     )
                     w.totals[side] = {int(b): [float(n), float(c)] for b, n, c in saved[f"{side}_totals"]}
             name = str(obj["name"])
-            self._bases[name] = _Base(
+            bs = self._bases[name] = _Base(
                 name=name, now=int(obj["now"]), width=None if obj["width"] is None else float(obj["width"]),
                 windows=windows, last_publish=None if obj["last_publish"] is None else int(obj["last_publish"]),
                 dirty=bool(obj["dirty"]), sampled_ts=int(obj["sampled_ts"]),
             )
+            bs.empty = bs.all_empty()  # derived values start fresh; bs.due = _NEVER: the next advance expires

@@ -90,12 +90,15 @@ from processors.common import (
     format_duration,
     format_signed_pct,
     ms,
+    price_of,
 )
 
 __all__ = ["FundingDetector"]
 
 _SNAPSHOT_VERSION = 1
 _NEVER = -(2**62)
+#: "no time-driven change pending": later than any event time, so a cached wake-up never fires
+_FAR = 2**62
 _SIDES = (("long", 1), ("short", -1))
 
 
@@ -187,6 +190,7 @@ class _Base:
     name: str
     now: int
     tape: MinuteTape
+    p: _Params  # the base's thresholds (derived from config, not snapshotted)
     funding: dict[str, tuple[int, float]] = field(default_factory=dict)  # key -> (ts, hourly rate)
     oi: dict[str, float] = field(default_factory=dict)  # key -> latest OI in USD
     price: float | None = None
@@ -195,7 +199,7 @@ class _Base:
     enter_ctx: dict[str, tuple[float | None, dict[str, float]]] = field(default_factory=dict)
     skew: dict[str, _Skew] = field(default_factory=lambda: {"long": _Skew(), "short": _Skew()})
     # derived, not snapshotted: the weighted hourly funding for the current fresh set, and the next moment
-    # at which something can change without an event
+    # at which something can change without an event (None: not known, compute it; _FAR: never). See _wake.
     rate: float | None = None
     wake: int | None = None
 
@@ -220,8 +224,14 @@ class FundingDetector(Detector):
 
     def on_event(self, event: MarketEvent) -> list[Alert]:
         """Funding and OI events feed the average and its weights; trades, marks and OI ratios give price."""
-        bs = self._base(event.base)
+        bs = self._bases.get(event.base) or self._base(event.base)
         alerts = self._advance(bs, event.ts)
+        if type(event) is Trade:  # the hot path (~99 % of events): a price, no input of the average
+            last = price_of(event)
+            if last > 0:
+                self._on_price(bs, last)
+                alerts.extend(self._evaluate(bs, bs.now))
+            return alerts
         if isinstance(event, Liquidation):
             return alerts
         key = feed_key(event.venue, event.instrument)
@@ -245,17 +255,24 @@ class FundingDetector(Detector):
             elif bs.price is not None:
                 bs.oi[key] = qty * bs.price
                 inputs = True
-        elif isinstance(event, Trade):
+        elif isinstance(event, Trade):  # pragma: no cover - a subclass of Trade; Trade itself is handled above
             price = float(event.price)
         if price is not None and price > 0:
-            bs.price = price
-            bs.tape.add(bs.now, price)
+            self._on_price(bs, price)
         elif not inputs:
             return alerts
         if inputs:
             bs.rate = self._weighted(bs)[0]
+            bs.wake = None  # the funding map (its stale-outs) and the rate are inputs of _next_change
         alerts.extend(self._evaluate(bs, bs.now))
         return alerts
+
+    @staticmethod
+    def _on_price(bs: _Base, price: float) -> None:
+        if not bs.tape.entries:
+            bs.wake = None  # a non-empty tape is an input of _next_change (the minute marks)
+        bs.price = price
+        bs.tape.add(bs.now, price)
 
     def on_tick(self, now_ms: int) -> list[Alert]:
         """Advance every base's time through its stale-outs, deadlines and minute marks."""
@@ -284,16 +301,20 @@ class FundingDetector(Detector):
         bs = self._bases.get(name)
         if bs is None:
             p = self._p(name)
-            bs = self._bases[name] = _Base(name=name, now=self._now, tape=MinuteTape(p.skew_window_ms))
+            bs = self._bases[name] = _Base(name=name, now=self._now, tape=MinuteTape(p.skew_window_ms), p=p)
         return bs
 
     def _advance(self, bs: _Base, t: int) -> list[Alert]:
         if t <= bs.now:
             return []
+        wake = bs.wake
+        if wake is not None and wake > t:  # the cached wake-up is valid (> now) and still ahead: see _wake
+            bs.now = t
+            return []
         out: list[Alert] = []
         while True:
             wake = self._wake(bs)
-            if wake is None or wake > t:
+            if wake > t:
                 break
             bs.now = wake
             bs.rate = self._weighted(bs)[0]
@@ -301,15 +322,31 @@ class FundingDetector(Detector):
         bs.now = t
         return out
 
-    def _wake(self, bs: _Base) -> int | None:
-        if bs.wake is None or bs.wake <= bs.now:
-            bs.wake = self._next_change(bs)
-        return bs.wake
+    def _wake(self, bs: _Base) -> int:
+        """:meth:`_next_change`, cached in ``bs.wake`` until one of its inputs changes.
 
-    def _next_change(self, bs: _Base) -> int | None:
+        Why a cached value stays correct: its inputs are the funding map (each value's stale-out), the
+        regime's and the skews' start times (``enter_since``, ``normalize_since``, ``left_beyond_at``,
+        ``since``, ``active``), whether a regime exists, the rate and whether the tape has a price; every
+        place that changes one of them sets ``bs.wake = None`` (the rate also changes at a processed wake-up,
+        after which the wake-up is recomputed anyway). With those fixed, the only remaining input is
+        ``now``, and moving ``now`` from ``n0`` to any ``n < W`` (``W`` computed at ``n0``) leaves ``W``
+        unchanged: each fixed candidate after ``n0`` is ``>= W > n``, each one at or before ``n0`` is also
+        at or before ``n``, and the minute mark after ``n0``, when it is a candidate, is ``>= W > n``, so
+        ``n`` is in the same minute as ``n0`` and has the same next mark. A wake-up at or before ``now`` has
+        been processed (:meth:`_advance`), so it is recomputed. Trades, ~99 % of events, change none of the
+        inputs once the tape has a price and the state machines stay put, so they no longer recompute it.
+        """
+        wake = bs.wake
+        if wake is None or wake <= bs.now:
+            wake = bs.wake = self._next_change(bs)
+        return wake
+
+    def _next_change(self, bs: _Base) -> int:
         """The next moment after ``now`` at which state can change with no event: a funding value going
-        stale, a deadline, or (while a skew is possible) the next minute mark of the price tape."""
-        p = self._p(bs.name)
+        stale, a deadline, or (while a skew is possible) the next minute mark of the price tape; ``_FAR``
+        when there is none."""
+        p = bs.p
         now = bs.now
         cands = [ts + p.stale_ms + 1 for ts, _r in bs.funding.values()]
         reg = bs.regime
@@ -326,13 +363,13 @@ class FundingDetector(Detector):
         if bs.tape.entries and rate is not None and (abs(rate) >= p.skew_min / 2 or any(s.active for s in skews)):
             cands.append((now // MINUTE_MS + 1) * MINUTE_MS)
         later = [c for c in cands if c > now]
-        return min(later) if later else None
+        return min(later) if later else _FAR
 
     # ------------------------------------------------------------------ the average
 
     def _weighted(self, bs: _Base) -> tuple[float | None, list[tuple[str, float, float]], int]:
         """(weighted hourly funding, [(feed, hourly rate, weight share)], feeds with a known OI weight)."""
-        limit = bs.now - self._p(bs.name).stale_ms
+        limit = bs.now - bs.p.stale_ms
         fresh = [(k, r) for k, (ts, r) in bs.funding.items() if ts >= limit]
         if not fresh:
             return None, [], 0
@@ -357,68 +394,93 @@ class FundingDetector(Detector):
     # ------------------------------------------------------------------ state machines
 
     def _evaluate(self, bs: _Base, emitted: int) -> list[Alert]:
-        """Apply the state machines at ``bs.now``; ``emitted`` is when the caller learns of it (the tick)."""
-        p = self._p(bs.name)
+        """Apply the state machines at ``bs.now``; ``emitted`` is when the caller learns of it (the tick).
+
+        A change of an input of :meth:`_next_change` (a start time, the regime, a skew) drops the cached
+        wake-up; an evaluation that changes none of them, the usual case on a trade, keeps it (see _wake).
+        """
+        p = bs.p
         now = bs.now
         rate = bs.rate
         out: list[Alert] = []
+        changed = False
         reg = bs.regime
         if reg is None:
+            enter_since = bs.enter_since
             for side, sign in _SIDES:
                 if rate is not None and sign * rate >= p.high:
-                    since = bs.enter_since[side]
+                    since = enter_since[side]
                     if since is None:
-                        since = bs.enter_since[side] = now
+                        since = enter_since[side] = now
                         bs.enter_ctx[side] = (bs.price, dict(bs.oi))
+                        changed = True
                     if now - since >= p.regime_ms:
                         price_start, oi_start = bs.enter_ctx.pop(side, (None, {}))
                         bs.regime = _Regime(side=side, start=since, confirmed=now, peak=rate, peak_ts=now,
                                             price_start=price_start, oi_start=oi_start)
                         bs.enter_since = {"long": None, "short": None}
                         bs.enter_ctx.clear()
+                        changed = True
                         break
                 else:
-                    bs.enter_since[side] = None
-                    bs.enter_ctx.pop(side, None)
+                    if enter_since[side] is not None:
+                        enter_since[side] = None
+                        changed = True
+                    if bs.enter_ctx:
+                        bs.enter_ctx.pop(side, None)
         else:
             sign = 1 if reg.side == "long" else -1
             if rate is not None and sign * rate >= p.high:
-                reg.left_beyond_at = None
+                if reg.left_beyond_at is not None:
+                    reg.left_beyond_at = None
+                    changed = True
                 if sign * rate > sign * reg.peak:
                     reg.peak, reg.peak_ts = rate, now
             elif reg.left_beyond_at is None:
                 reg.left_beyond_at = now
+                changed = True
             if rate is not None and sign * rate <= p.low:
                 if reg.normalize_since is None:
                     reg.normalize_since = now
-            else:
+                    changed = True
+            elif reg.normalize_since is not None:
                 reg.normalize_since = None
+                changed = True
             if reg.normalize_since is not None and now - reg.normalize_since >= p.confirm_ms:
                 out.append(self._normalized(bs, reg, p, emitted))
                 bs.regime = None
+                changed = True
             elif reg.left_beyond_at is not None and now - reg.left_beyond_at >= p.timeout_ms:
                 bs.regime = None
-        ref, move = self._price_move(bs, p)
+                changed = True
+        # the price move only matters with a known rate (the skews below need both)
+        ref, move = (None, None) if rate is None else self._price_move(bs, p)
         for side, sign in _SIDES:
             sk = bs.skew[side]
             if rate is None or move is None:
-                if not sk.active:
+                if not sk.active and sk.since is not None:
                     sk.since = None
+                    changed = True
                 continue
             if sk.active:
                 if sign * rate < p.skew_min / 2 or sign * move > -p.skew_price / 2:
                     sk.active = False
                     sk.since = None
+                    changed = True
                 continue
             if sign * rate >= p.skew_min and sign * move <= -p.skew_price:
                 if sk.since is None:
                     sk.since = now
+                    changed = True
                 if now - sk.since >= p.skew_ms:
                     sk.active = True
+                    changed = True
                     out.append(self._skew_alert(bs, side, sk.since, ref, move, p, emitted))
-            else:
+            elif sk.since is not None:
                 sk.since = None
-        bs.wake = None
+                changed = True
+        if changed:
+            bs.wake = None
         return out
 
     # ------------------------------------------------------------------ alerts
@@ -570,6 +632,7 @@ class FundingDetector(Detector):
                 name=name,
                 now=int(obj["now"]),
                 tape=MinuteTape(p.skew_window_ms, obj["tape"]),
+                p=p,
                 funding={str(k): (int(ts), float(r)) for k, ts, r in obj["funding"]},
                 oi={str(k): float(v) for k, v in obj["oi"]},
                 price=None if obj["price"] is None else float(obj["price"]),

@@ -74,7 +74,7 @@ from typing import Any
 from flushwatch.config import LevelsConfig, LevelsThresholds
 from flushwatch.events import Alert, Liquidation, MarketEvent, Severity, Trade
 from processors.base import Detector
-from processors.common import PerAsset, digest, format_duration, format_price, format_usd, ms
+from processors.common import PerAsset, digest, format_duration, format_price, format_usd, money, ms, price_of
 
 __all__ = ["LevelsDetector"]
 
@@ -200,11 +200,11 @@ class LevelsDetector(Detector):
         alerts = self._advance(bs, event.ts)
         if isinstance(event, Trade):
             bs.last_trade_ts = max(bs.last_trade_ts, event.ts)
-            alerts.extend(self._on_price(bs, float(event.price)))
+            alerts.extend(self._on_price(bs, price_of(event)))
         elif isinstance(event, Liquidation):
             self._on_liquidation(bs, event)
             if bs.now - bs.last_trade_ts > self._p(bs.name).trade_stale_ms:
-                alerts.extend(self._on_price(bs, float(event.price)))
+                alerts.extend(self._on_price(bs, price_of(event)))
         return alerts
 
     def on_tick(self, now_ms: int) -> list[Alert]:
@@ -241,7 +241,7 @@ class LevelsDetector(Detector):
         return out
 
     def _on_liquidation(self, bs: _Base, ev: Liquidation) -> None:
-        notional = float(ev.notional_usd)
+        notional = money(ev)[1]
         for band in bs.bands:
             if band.attempt_since is None:
                 continue

@@ -116,7 +116,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flushwatch.config import OiFlushConfig, OiFlushThresholds
-from flushwatch.events import Alert, Funding, MarketEvent, OpenInterest, Severity, Trade
+from flushwatch.events import Alert, Funding, Liquidation, MarketEvent, OpenInterest, Severity, Trade
 from processors.base import Detector
 from processors.common import (
     PerAsset,
@@ -127,6 +127,7 @@ from processors.common import (
     format_signed_pct,
     format_usd,
     ms,
+    price_of,
 )
 
 __all__ = ["OiFlushDetector"]
@@ -320,12 +321,17 @@ class OiFlushDetector(Detector):
 
     def on_event(self, event: MarketEvent) -> list[Alert]:
         """OI events feed the sums; trades, funding marks and OI ratios give price; every event moves time."""
-        bs = self._base(event.base)
+        bs = self._bases.get(event.base) or self._base(event.base)
         alerts = self._advance(bs, event.ts)
-        if isinstance(event, OpenInterest):
+        # exact-type checks first (cheaper than isinstance) for the two hot types; subclasses fall through
+        if type(event) is Trade:
+            self._on_price(bs, price_of(event))
+        elif type(event) is Liquidation:
+            pass  # moves time only
+        elif isinstance(event, OpenInterest):
             alerts.extend(self._on_oi(bs, event))
         elif isinstance(event, Trade):
-            self._on_price(bs, float(event.price))
+            self._on_price(bs, price_of(event))
         elif isinstance(event, Funding) and event.mark_price is not None:
             self._on_price(bs, float(event.mark_price))
         return alerts
