@@ -451,7 +451,7 @@ def hot_asset(events: Sequence[Any], base: str = "BTC", *, liquidations_only: bo
     """The worst case for partitioning: every event re-labelled to one base asset (so one key, one
     partition, one detector state). ``liquidations_only`` turns every trade into a liquidation of the
     same size (taker sell → long liquidated), the worst case for the cascade windows."""
-    from dataclasses import replace  # noqa: PLC0415
+    from msgspec.structs import replace  # noqa: PLC0415
 
     from flushwatch.events import Liquidation, Trade  # noqa: PLC0415
 

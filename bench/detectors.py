@@ -33,8 +33,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import msgspec
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.baselines import NaiveLiquidationWindow
@@ -46,6 +44,7 @@ from bench.common import (
     command_line,
     cpu_seconds,
     create_bench_topics,
+    hot_asset,
     load_lines,
     parse_events,
     parser,
@@ -58,7 +57,6 @@ from bench.common import (
 )
 from flushwatch.broker import EmbeddedBroker
 from flushwatch.codec import encode_event
-from flushwatch.events import Liquidation, Trade
 from flushwatch.kafka import Producer
 from flushwatch.metrics import Metrics
 from flushwatch.topics import Topics
@@ -68,25 +66,6 @@ from processors.runtime import ProcessorService
 TARGET_INPROC = 200_000
 TARGET_KAFKA = 50_000
 TICK_MS = 1000
-
-
-def hot_asset(events: list[Any], base: str = "BTC", *, liquidations_only: bool = False) -> list[Any]:
-    """The worst case for partitioning: every event re-labelled to one base asset (so one key, one
-    partition, one detector state). ``liquidations_only`` turns every trade into a liquidation of the
-    same size (taker sell → long liquidated), the worst case for the cascade windows.
-
-    (``bench.common.hot_asset`` relabels with ``dataclasses.replace``, which msgspec events refuse.)"""
-    out = []
-    for ev in events:
-        if liquidations_only and type(ev) is Trade:
-            out.append(Liquidation(venue=ev.venue, symbol=ev.symbol, instrument=ev.instrument, base=base,
-                                   ts=ev.ts, recv_ts=ev.recv_ts, side="long" if ev.side == "sell" else "short",
-                                   price=ev.price, qty=ev.qty, notional_usd=ev.notional_usd, sampled=True))
-        elif liquidations_only and type(ev) is not Liquidation:
-            continue
-        else:
-            out.append(msgspec.structs.replace(ev, base=base))
-    return out
 
 
 def run_inprocess(config: Any, events: list[Any]) -> tuple[float, int]:
