@@ -67,7 +67,9 @@ class PartitionState:
 
 class StateReader:
     """Reads a changelog partition or an alert partition to its end with manual assignment (no group),
-    so a restore never waits for a group join."""
+    so a restore never waits for a group join. The partition is unassigned again after each read: an
+    assigned partition keeps the consumer's fetcher polling it (a fetch every ``fetch_max_wait_ms``) for
+    as long as the processor runs, for records nobody reads."""
 
     def __init__(self, consumer: AIOKafkaConsumer, timeout_s: float = 30.0) -> None:
         self._consumer = consumer
@@ -76,18 +78,21 @@ class StateReader:
     async def _read_to_end(self, tp: TopicPartition, start: int | None) -> list[tuple[bytes | None, bytes]]:
         consumer = self._consumer
         consumer.assign([tp])
-        if start is None:
-            await consumer.seek_to_beginning(tp)
-        else:
-            consumer.seek(tp, start)
-        out: list[tuple[bytes | None, bytes]] = []
-        async with asyncio.timeout(self._timeout_s):
-            while True:
-                batch = await consumer.getmany(tp, timeout_ms=50, max_records=5000)
-                for record in batch.get(tp, []):
-                    out.append((record.key, record.value or b""))
-                if not batch and await caught_up(consumer):
-                    return out
+        try:
+            if start is None:
+                await consumer.seek_to_beginning(tp)
+            else:
+                consumer.seek(tp, start)
+            out: list[tuple[bytes | None, bytes]] = []
+            async with asyncio.timeout(self._timeout_s):
+                while True:
+                    batch = await consumer.getmany(tp, timeout_ms=50, max_records=5000)
+                    for record in batch.get(tp, []):
+                        out.append((record.key, record.value or b""))
+                    if not batch and await caught_up(consumer):
+                        return out
+        finally:
+            consumer.unsubscribe()
 
     async def load_state(self, topic: str, group_id: str, partition: int) -> PartitionState | None:
         """The newest state of ``partition`` for ``group_id``, or None when there is none."""
