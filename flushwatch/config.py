@@ -401,7 +401,19 @@ class ProcessorConfig(_Section):
 
     group_id: str = Field("flushwatch-processor", description="Consumer group of the processors.")
     tick_interval_s: float = Field(1.0, gt=0, description="How often detectors get a time tick.")
-    commit_interval_s: float = Field(1.0, gt=0, description="How often offsets are committed.")
+    commit_interval_s: float = Field(
+        1.0, gt=0,
+        description="How often detector state is checkpointed and offsets committed. The checkpoint runs "
+                    "beside consumption (it waits for acknowledgements, not the loop), so this bounds how "
+                    "much input a restart re-processes, not alert latency.",
+    )
+    fetch_max_wait_ms: int = Field(
+        10, ge=1,
+        description="Max broker wait per fetch of the processor's group consumer (used instead of "
+                    "kafka.fetch_max_wait_ms). The processor is on the alert path, and the embedded broker "
+                    "holds a fetch that finds nothing new for this long while records arrive, so it adds up "
+                    "to its value to an alert; lower costs more fetches while idle (README, Configuration).",
+    )
 
 
 SinkSeverity = Literal["info", "warning", "critical"]
