@@ -18,16 +18,16 @@ instrumented to note when each record is acknowledged:
   and the alert's ``window.end``) to the acknowledgement of the alert record on ``fw.alerts``.
 
 ``recv_ts`` has millisecond resolution (it is floored), so every latency carries up to +1 ms of rounding.
-Both clocks are this process's wall clock. ``separate`` is the product's settings with one change of wiring:
-the processor gets its own ``Producer`` instead of sharing the ingest role's, so the flushes of its
-checkpoint (every ``commit_interval_s``, during which it consumes nothing) wait for its own records only.
-Configurations: ``default`` (the product's Kafka settings:
-``fetch_max_wait_ms=100``, ``linger_ms=5``) and ``tuned`` (``fetch_max_wait_ms=20``, the value
-ENVIRONMENT.md measured for the embedded broker; ``linger_ms`` stays 5: a shorter linger multiplies produce
-requests and made the 99th percentile worse here).
+Both clocks are this process's wall clock. Configurations (``--configs``): ``default``, the product's
+settings (``processor.fetch_max_wait_ms``, ``kafka.linger_ms``, ``processor.commit_interval_s`` as shipped);
+``fetch<N>``, the same with the processor's consumer waiting at most N ms per fetch (``fetch100`` is the
+value it inherited from ``kafka.fetch_max_wait_ms`` before it had its own setting); ``linger<N>``, the same
+with the shared producer lingering N ms (``kafka.linger_ms``) for every record; ``separate``, the
+product's settings with one change of wiring: the processor gets its own ``Producer`` instead of sharing the
+ingest role's, so its checkpoints wait for its own records only.
 
 Target (issue 6): p99 receive → alert < 50 ms on the embedded broker. Baseline: the ``default`` config is
-the reference the ``tuned`` one is compared with; the no-processing floor is the receive → event in Kafka
+the reference the others are compared with; the no-processing floor is the receive → event in Kafka
 latency of the same run.
 """
 
@@ -76,10 +76,23 @@ TARGET_P99_MS = 50.0
 FLUSH = (3_600,) * 10 + (20_000, 40_000, 100_000, 120_000)
 CONFIGS: dict[str, dict[str, Any]] = {
     "default": {},
-    "tuned": {"fetch_max_wait_ms": 20, "linger_ms": 5},
     # the product's defaults, but ingest and processor each with their own producer (see the module doc)
     "separate": {"_separate_producers": True},
 }
+
+
+def config_named(name: str) -> dict[str, Any]:
+    """A configuration of ``CONFIGS``, ``fetch<N>`` (the processor's consumer waiting at most N ms per
+    fetch) or ``linger<N>`` (the shared producer lingering N ms).
+
+    Keys without a leading underscore are ``kafka`` settings, ``_processor`` holds ``processor`` ones."""
+    for prefix, make in (("fetch", lambda n: {"_processor": {"fetch_max_wait_ms": n}}),
+                         ("linger", lambda n: {"linger_ms": n})):
+        if name.startswith(prefix) and name[len(prefix):].isdigit():
+            return make(int(name[len(prefix):]))
+    if name not in CONFIGS:
+        raise SystemExit(f"unknown config {name!r}: use default, separate, fetch<N> or linger<N>")
+    return CONFIGS[name]
 
 
 def cascade_minute(rate: int, duration_s: float, liq_rate: int, spacing_ms: int = 1000,
@@ -165,10 +178,12 @@ class TimedProducer(Producer):
 
 
 async def run_once(recording: Path, bootstrap: str, expect: int, kafka: dict[str, Any], broker_pid: int,
-                   quick: bool, separate: bool = False) -> dict[str, Any]:
+                   quick: bool, separate: bool = False, processor: dict[str, Any] | None = None) -> dict[str, Any]:
     prefix = f"bench{uuid.uuid4().hex[:6]}."
     timings = {"session_timeout_ms": 2000, "heartbeat_interval_ms": 300} if quick else {}
     config = bench_config(bootstrap, prefix, **timings, **kafka)
+    if processor:
+        config = config.model_copy(update={"processor": config.processor.model_copy(update=processor)})
     await create_bench_topics(config)
     replay = start_replay(recording, speed=1)
     try:
@@ -232,13 +247,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--liq-spacing-ms", type=int,
                    help="time between the liquidations of one flush (default 1000; --quick 100)")
     p.add_argument("--configs", default=None,
-                   help="comma-separated: default, tuned, separate (default all three; --quick default)")
+                   help="comma-separated: default, separate, fetch<N>, linger<N> (default: "
+                        "default,fetch100,separate; --quick default)")
     args = p.parse_args(argv)
     rate = args.rate or (1_000 if args.quick else 5_000)
     duration = args.duration or (2.0 if args.quick else 60.0)
     spacing = args.liq_spacing_ms or (100 if args.quick else 1000)
     liq_rate = args.liq_rate or (50 if args.quick else 100)
-    selected = [c.strip() for c in (args.configs or ("default" if args.quick else "default,tuned,separate")).split(",")]
+    selected = [c.strip() for c in (args.configs or ("default" if args.quick else "default,fetch100,separate"))
+                .split(",")]
+    configs = {name: config_named(name) for name in selected}
 
     args.workdir.mkdir(parents=True, exist_ok=True)
     recording = args.workdir / f"cascade_minute_{rate}_{duration:g}_{liq_rate}_{spacing}.jsonl"
@@ -249,21 +267,28 @@ def main(argv: list[str] | None = None) -> int:
     del lines
     settle_heap()
 
+    defaults = bench_config(None, "")
     report = Report("latency (ingest → Kafka → processor → alerts)", command=command_line())
     report.config = {"offered load": f"{rate:,} events/s for {duration:g} s ({expect:,} events), "
                      f"{liq_rate} liquidations/s in flushes of {len(FLUSH)} spaced {spacing} ms",
                      "recording": str(recording),
                      "topology": "replay server | ingest + processor in one process (as `flushwatch run`) | broker",
                      "detectors": ", ".join(DETECTORS),
-                     "kafka configs": "; ".join(f"{c}: {CONFIGS[c] or 'product defaults'}" for c in selected)}
+                     "configs": "; ".join(f"{c}: {configs[c] or 'product defaults'}" for c in selected),
+                     "processor defaults": (f"fetch_max_wait_ms={defaults.processor.fetch_max_wait_ms}, "
+                                            f"commit_interval_s={defaults.processor.commit_interval_s:g}, "
+                                            f"kafka.linger_ms={defaults.kafka.linger_ms}")}
     report.print_header()
     results = {}
-    with EmbeddedBroker() as broker:
-        for name in selected:
-            print(f"   running config {name!r}: {duration:g} s of load ...", flush=True)
-            kafka = {k: v for k, v in CONFIGS[name].items() if not k.startswith("_")}
+    for name in selected:
+        print(f"   running config {name!r}: {duration:g} s of load ...", flush=True)
+        kafka = {k: v for k, v in configs[name].items() if not k.startswith("_")}
+        # a fresh broker per config: the embedded broker keeps every record in memory and its fetches slow
+        # down as the topics grow, so a config run after another would start at a disadvantage
+        with EmbeddedBroker() as broker:
             results[name] = asyncio.run(run_once(recording, broker.bootstrap, expect, kafka, broker.pid,
-                                                 args.quick, bool(CONFIGS[name].get("_separate_producers"))))
+                                                 args.quick, bool(configs[name].get("_separate_producers")),
+                                                 configs[name].get("_processor")))
     for name, res in results.items():
         prod: TimedProducer = res["producer"]
         ev = sorted(prod.event_latency_ms)
