@@ -64,3 +64,17 @@ async def read_all(bootstrap: str, topic: str, expect: int, timeout_s: float = 1
         return out
     finally:
         await consumer.stop()
+
+
+async def committed_total(bootstrap: str, config: Config, topic: str) -> int:
+    """Offsets the processor group has committed on ``topic``, summed over its partitions."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=config.processor.group_id,
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        total = 0
+        for p in range(config.kafka.partitions):
+            total += await consumer.committed(TopicPartition(topic, p)) or 0
+        return total
+    finally:
+        await consumer.stop()

@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from flushwatch.codec import encode_event
@@ -26,7 +25,7 @@ from processors.runtime import CheckpointError, ProcessorService
 from processors.state import PartitionState
 
 from .gated_producer import GatedProducer
-from .helpers import kafka_config, produce, read_all
+from .helpers import committed_total, kafka_config, produce, read_all
 from .test_processor_recovery import alert_ids, demo_events, process_to_end, publish, reference, setup
 from .test_processor_service import EveryThird, liquidation
 
@@ -60,19 +59,6 @@ async def start(broker, prefix: str) -> tuple[Config, Topics, GatedProducer]:
 async def publish_liquidations(broker, topics: Topics, base: str, numbers: range) -> None:
     await produce(broker.bootstrap, topics.market("liquidation"),
                   [(base.encode(), encode_event(liquidation(base, i))) for i in numbers])
-
-
-async def committed_total(broker, config: Config, topics: Topics) -> int:
-    consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=config.processor.group_id,
-                                enable_auto_commit=False)
-    await consumer.start()
-    try:
-        total = 0
-        for p in range(config.kafka.partitions):
-            total += await consumer.committed(TopicPartition(topics.market("liquidation"), p)) or 0
-        return total
-    finally:
-        await consumer.stop()
 
 
 def decode_states(values: list[bytes]) -> list[PartitionState]:
@@ -123,7 +109,8 @@ async def test_the_loop_keeps_consuming_and_alerting_while_a_state_write_is_slow
             assert len(await read_all(broker.bootstrap, topics.alerts, expect=3)) == 3
             assert service.checkpoints == 0
             assert points == CYCLE[:2]  # no second checkpoint started meanwhile
-            assert await committed_total(broker, config, topics) == 0  # offsets wait for the state
+            # offsets wait for the state
+            assert await committed_total(broker.bootstrap, config, topics.market("liquidation")) == 0
 
             producer.release()
             await wait_for(lambda: service.checkpoints >= 1)
@@ -135,7 +122,7 @@ async def test_the_loop_keeps_consuming_and_alerting_while_a_state_write_is_slow
     states = decode_states(producer.state_values)
     final = states[-config.kafka.partitions:]  # the shutdown's checkpoint: one record per unit
     assert sum(sum(s.offsets.values()) for s in final) == 9
-    assert await committed_total(broker, config, topics) == 9
+    assert await committed_total(broker.bootstrap, config, topics.market("liquidation")) == 9
     # the held state's alerts_next is at or before every alert it does not account for
     alerts = await read_all(broker.bootstrap, topics.alerts, expect=3)
     later = [r.offset for r in alerts if r.value and b'"BTC-3"' not in r.value]
@@ -165,7 +152,7 @@ async def test_a_failed_background_checkpoint_stops_the_service_and_nothing_is_w
     # no final checkpoint after the failed one: it could claim records whose alerts were lost
     assert len(producer.state_values) == config.kafka.partitions
     assert points == CYCLE[:2]
-    assert await committed_total(broker, config, topics) == 0
+    assert await committed_total(broker.bootstrap, config, topics.market("liquidation")) == 0
 
 
 async def test_stop_waits_for_the_checkpoint_in_flight_then_checkpoints_the_rest(broker, topic_prefix):
@@ -192,7 +179,7 @@ async def test_stop_waits_for_the_checkpoint_in_flight_then_checkpoints_the_rest
     assert len(points) == 2 * len(CYCLE)  # the one in flight, then the final one
     states = decode_states(producer.state_values)
     assert sum(sum(s.offsets.values()) for s in states[-config.kafka.partitions:]) == 7
-    assert await committed_total(broker, config, topics) == 7
+    assert await committed_total(broker.bootstrap, config, topics.market("liquidation")) == 7
 
 
 async def test_a_revocation_waits_for_the_checkpoint_in_flight_and_hands_over_exactly(broker, topic_prefix):

@@ -7,7 +7,6 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from flushwatch.codec import decode_alert, encode_event
 from flushwatch.events import Alert, Liquidation, MarketEvent
@@ -17,7 +16,7 @@ from flushwatch.topics import Topics
 from processors.base import Detector
 from processors.runtime import ProcessorService
 
-from .helpers import kafka_config, produce, read_all
+from .helpers import committed_total, kafka_config, produce, read_all
 
 
 class EveryThird(Detector):
@@ -98,17 +97,7 @@ async def test_processor_consumes_detects_produces_and_commits(broker, topic_pre
     assert metrics.registry.get_sample_value("flushwatch_late_events_total", {"type": "liquidation"}) == 1
 
     # offsets were committed: the group resumes after everything it processed
-    consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=config.processor.group_id,
-                                enable_auto_commit=False)
-    await consumer.start()
-    try:
-        total = 0
-        for p in range(config.kafka.partitions):
-            committed = await consumer.committed(TopicPartition(topics.market("liquidation"), p))
-            total += committed or 0
-        assert total == len(events) + 2
-    finally:
-        await consumer.stop()
+    assert await committed_total(broker.bootstrap, config, topics.market("liquidation")) == len(events) + 2
     alert = orjson.loads(alerts[0].value)
     assert set(alert) == {"alert_id", "type", "severity", "base", "venues", "ts", "emitted_ts", "window",
                           "metrics", "message", "schema_version"}
