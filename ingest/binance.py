@@ -371,11 +371,7 @@ class BinanceUsdmAdapter(VenueAdapter):
             notional_usd=notional,
             trade_id=str(agg_id),
         )
-        last_ids = self._last_agg_id
-        if last_ids.get(symbol, -2) == agg_id - 1:  # the next id in order: nothing to count or remember
-            last_ids[symbol] = agg_id
-            result.events.append(event)
-        elif self._accept_agg_id(symbol, agg_id, result):
+        if self._accept_agg_id(symbol, agg_id, result):
             result.events.append(event)
         return True
 
@@ -528,6 +524,9 @@ class BinanceUsdmAdapter(VenueAdapter):
     def _accept_agg_id(self, symbol: str, agg_id: int, result: ParseResult) -> bool:
         """Advance the symbol's id high-water mark; False (a duplicate, counted) when the id was seen."""
         last = self._last_agg_id.get(symbol)
+        if last is not None and agg_id == last + 1:  # the next id in order, nearly always: nothing to count
+            self._last_agg_id[symbol] = agg_id
+            return True
         if last is not None and agg_id <= last:
             late = self._late_agg_ids.get(symbol)
             if late is None or agg_id not in late:
