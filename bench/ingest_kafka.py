@@ -76,8 +76,8 @@ class CountingProducer(Producer):
 
     async def send(self, topic: str, value: bytes, key: bytes | None = None,
                    headers: list[tuple[str, bytes]] | None = None, timestamp_ms: int | None = None,
-                   partition: int | None = None) -> asyncio.Future[Any]:
-        future = await super().send(topic, value, key, headers, timestamp_ms, partition)
+                   partition: int | None = None, *, immediate: bool = False) -> asyncio.Future[Any]:
+        future = await super().send(topic, value, key, headers, timestamp_ms, partition, immediate=immediate)
         counted = self._is_counted.get(topic)
         if counted is None:
             counted = self._is_counted[topic] = _counted(topic)
@@ -101,7 +101,7 @@ class NullProducer:
 
     async def send(self, topic: str, value: bytes, key: bytes | None = None,
                    headers: list[tuple[str, bytes]] | None = None, timestamp_ms: int | None = None,
-                   partition: int | None = None) -> asyncio.Future[Any]:
+                   partition: int | None = None, *, immediate: bool = False) -> asyncio.Future[Any]:
         counted = self._is_counted.get(topic)
         if counted is None:
             counted = self._is_counted[topic] = _counted(topic)

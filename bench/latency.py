@@ -9,8 +9,9 @@ percentiles have samples.
 
 It is served in real time (``flushwatch replay --speed 1``, own process) to the product's roles wired as
 ``flushwatch run`` wires them: ``IngestService`` and ``ProcessorService`` (every registered detector) in
-one process sharing one ``Producer``, the embedded broker in its own. The producer is the product's,
-instrumented to note when each record is acknowledged:
+one process sharing one ``Producer``, the embedded broker in its own, its topics created with
+``broker.partitions`` partitions each, as ``flushwatch run`` creates them on the embedded broker it starts.
+The producer is the product's, instrumented to note when each record is acknowledged:
 
 * **receive → event in Kafka**: the event's ``recv_ts`` (stamped by the websocket driver when the frame
   arrived) to the broker's acknowledgement of the event record (``acks=all``);
@@ -19,10 +20,13 @@ instrumented to note when each record is acknowledged:
 
 ``recv_ts`` has millisecond resolution (it is floored), so every latency carries up to +1 ms of rounding.
 Both clocks are this process's wall clock. Configurations (``--configs``): ``default``, the product's
-settings (``processor.fetch_max_wait_ms``, ``kafka.linger_ms``, ``processor.commit_interval_s`` as shipped);
-``fetch<N>``, the same with the processor's consumer waiting at most N ms per fetch (``fetch100`` is the
-value it inherited from ``kafka.fetch_max_wait_ms`` before it had its own setting); ``linger<N>``, the same
-with the shared producer lingering N ms (``kafka.linger_ms``) for every record; ``separate``, the
+settings (``processor.fetch_max_wait_ms``, ``kafka.linger_ms``, ``processor.commit_interval_s``,
+``broker.partitions`` as shipped); ``fetch<N>``, the same with the processor's consumer waiting at most N ms
+per fetch (``fetch100`` is the sink's ``kafka.fetch_max_wait_ms`` and the processor's default before it was
+20 ms); ``linger<N>``, the same
+with the shared producer lingering N ms (``kafka.linger_ms``) for every record; ``partitions<N>``, every
+topic with N partitions (``partitions6`` is ``kafka.partitions``, what the roles create on any other
+cluster); several of these joined with ``+``; ``separate``, the
 product's settings with one change of wiring: the processor gets its own ``Producer`` instead of sharing the
 ingest role's, so its checkpoints wait for its own records only.
 
@@ -83,15 +87,24 @@ CONFIGS: dict[str, dict[str, Any]] = {
 
 def config_named(name: str) -> dict[str, Any]:
     """A configuration of ``CONFIGS``, ``fetch<N>`` (the processor's consumer waiting at most N ms per
-    fetch) or ``linger<N>`` (the shared producer lingering N ms).
+    fetch), ``linger<N>`` (the shared producer lingering N ms), ``partitions<N>`` (every topic created with
+    N partitions), or several of those joined with ``+`` (``fetch5+partitions1``).
 
     Keys without a leading underscore are ``kafka`` settings, ``_processor`` holds ``processor`` ones."""
+    if "+" in name:
+        merged: dict[str, Any] = {}
+        for part in name.split("+"):
+            for key, value in config_named(part).items():
+                merged[key] = {**merged.get(key, {}), **value} if key == "_processor" else value
+        return merged
     for prefix, make in (("fetch", lambda n: {"_processor": {"fetch_max_wait_ms": n}}),
-                         ("linger", lambda n: {"linger_ms": n})):
+                         ("linger", lambda n: {"linger_ms": n}),
+                         ("partitions", lambda n: {"partitions": n})):
         if name.startswith(prefix) and name[len(prefix):].isdigit():
             return make(int(name[len(prefix):]))
     if name not in CONFIGS:
-        raise SystemExit(f"unknown config {name!r}: use default, separate, fetch<N> or linger<N>")
+        raise SystemExit(f"unknown config {name!r}: use default, separate, fetch<N>, linger<N>, partitions<N> "
+                         "or several joined with +")
     return CONFIGS[name]
 
 
@@ -154,8 +167,8 @@ class TimedProducer(Producer):
 
     async def send(self, topic: str, value: bytes, key: bytes | None = None,
                    headers: list[tuple[str, bytes]] | None = None, timestamp_ms: int | None = None,
-                   partition: int | None = None) -> asyncio.Future[Any]:
-        future = await super().send(topic, value, key, headers, timestamp_ms, partition)
+                   partition: int | None = None, *, immediate: bool = False) -> asyncio.Future[Any]:
+        future = await super().send(topic, value, key, headers, timestamp_ms, partition, immediate=immediate)
         if ".md." in topic and timestamp_ms is not None:
             recv = timestamp_ms
             if topic.endswith("liquidations"):
@@ -247,14 +260,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--liq-spacing-ms", type=int,
                    help="time between the liquidations of one flush (default 1000; --quick 100)")
     p.add_argument("--configs", default=None,
-                   help="comma-separated: default, separate, fetch<N>, linger<N> (default: "
-                        "default,fetch100,separate; --quick default)")
+                   help="comma-separated: default, separate, fetch<N>, linger<N>, partitions<N>, or several "
+                        "of those joined with + (default: "
+                        "default,fetch100,partitions6; --quick default)")
     args = p.parse_args(argv)
     rate = args.rate or (1_000 if args.quick else 5_000)
     duration = args.duration or (2.0 if args.quick else 60.0)
     spacing = args.liq_spacing_ms or (100 if args.quick else 1000)
     liq_rate = args.liq_rate or (50 if args.quick else 100)
-    selected = [c.strip() for c in (args.configs or ("default" if args.quick else "default,fetch100,separate"))
+    selected = [c.strip() for c in (args.configs or ("default" if args.quick else "default,fetch100,partitions6"))
                 .split(",")]
     configs = {name: config_named(name) for name in selected}
 
@@ -275,14 +289,17 @@ def main(argv: list[str] | None = None) -> int:
                      "topology": "replay server | ingest + processor in one process (as `flushwatch run`) | broker",
                      "detectors": ", ".join(DETECTORS),
                      "configs": "; ".join(f"{c}: {configs[c] or 'product defaults'}" for c in selected),
-                     "processor defaults": (f"fetch_max_wait_ms={defaults.processor.fetch_max_wait_ms}, "
-                                            f"commit_interval_s={defaults.processor.commit_interval_s:g}, "
-                                            f"kafka.linger_ms={defaults.kafka.linger_ms}")}
+                     "product defaults": (f"processor.fetch_max_wait_ms={defaults.processor.fetch_max_wait_ms}, "
+                                          f"processor.commit_interval_s={defaults.processor.commit_interval_s:g}, "
+                                          f"kafka.linger_ms={defaults.kafka.linger_ms}, "
+                                          f"broker.partitions={defaults.broker.partitions}")}
     report.print_header()
     results = {}
     for name in selected:
         print(f"   running config {name!r}: {duration:g} s of load ...", flush=True)
-        kafka = {k: v for k, v in configs[name].items() if not k.startswith("_")}
+        # topics as `flushwatch run` creates them on the embedded broker it starts: broker.partitions each
+        kafka = {"partitions": defaults.broker.partitions,
+                 **{k: v for k, v in configs[name].items() if not k.startswith("_")}}
         # a fresh broker per config: the embedded broker keeps every record in memory and its fetches slow
         # down as the topics grow, so a config run after another would start at a disadvantage
         with EmbeddedBroker() as broker:

@@ -62,8 +62,8 @@ class SizedProducer(Producer):
 
     async def send(self, topic: str, value: bytes, key: bytes | None = None,
                    headers: list[tuple[str, bytes]] | None = None, timestamp_ms: int | None = None,
-                   partition: int | None = None) -> asyncio.Future[Any]:
-        future = await super().send(topic, value, key, headers, timestamp_ms, partition)
+                   partition: int | None = None, *, immediate: bool = False) -> asyncio.Future[Any]:
+        future = await super().send(topic, value, key, headers, timestamp_ms, partition, immediate=immediate)
         if ".md." in topic:
             self.market_sent += 1
         elif topic.endswith("fw.processor_state") and partition is not None:

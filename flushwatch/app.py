@@ -143,6 +143,9 @@ async def _run_with_signals(config: Config, options: RunOptions, metrics: Metric
         broker = EmbeddedBroker(config.broker.host, config.broker.port, config.broker.binary,
                                 config.broker.start_timeout_s).start()
         bootstrap = broker.bootstrap
+        # one process, one processor: the embedded broker's topics get broker.partitions (see its description)
+        config = config.model_copy(update={"kafka": config.kafka.model_copy(
+            update={"partitions": config.broker.partitions})})
     ops: OpsServer | None = None
     try:
         if config.kafka.create_topics:

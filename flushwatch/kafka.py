@@ -90,7 +90,7 @@ async def create_topics(cfg: KafkaConfig, topics: Sequence[str], bootstrap: str 
                              topic_configs={"cleanup.policy": "compact"} if t in compacted else None)
                     for t in missing
                 ])
-            log.info("created topics %s with %d partitions", ", ".join(missing), cfg.partitions)
+            log.info("created topics %s with %d partition(s) each", ", ".join(missing), cfg.partitions)
         return missing
     finally:
         await admin.close()
@@ -224,10 +224,14 @@ class Producer:
 
     async def send(self, topic: str, value: bytes, key: bytes | None = None,
                    headers: list[tuple[str, bytes]] | None = None, timestamp_ms: int | None = None,
-                   partition: int | None = None) -> asyncio.Future[RecordMetadata]:
+                   partition: int | None = None, *, immediate: bool = False) -> asyncio.Future[RecordMetadata]:
         """Queue one record; returns the future of its RecordMetadata. Waits (backpressure) while
         ``max_in_flight`` records are outstanding. Raises (and counts) when the record cannot be queued:
-        unknown topic or partition, a record larger than the maximum request, a closed producer."""
+        unknown topic or partition, a record larger than the maximum request, a closed producer.
+
+        ``immediate``: the record's batch goes to the client now instead of lingering, for the rare
+        records whose latency is the point (alerts): lingering is worth it for the market-data stream,
+        not for one alert waiting up to ``linger_ms`` behind it."""
         # The common case runs once per market event: a few dict lookups, one append, one future.
         if self._outstanding >= self._max_in_flight:
             await self._wait_for_room()
@@ -255,6 +259,8 @@ class Producer:
                 batch = self._open_batch(route, topic, partition)
                 batch.builder.append(timestamp=timestamp_ms, key=key, value=value,
                                      headers=headers or _NO_HEADERS)
+            if immediate:
+                self._close(batch)
         except Exception as exc:  # unknown topic or partition, too large, closed, a value that is not bytes
             self._failed(topic, 1, repr(exc))
             raise

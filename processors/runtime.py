@@ -445,7 +445,8 @@ class ProcessorService:
         wall = self._wall_ms()
         stamped = dataclasses.replace(alert, emitted_ts=wall)
         future = await self._producer.send(self._topics.alerts, encode_alert(stamped), key=alert.base.encode(),
-                                           headers=[("type", alert.type.encode())], partition=unit.partition)
+                                           headers=[("type", alert.type.encode())], partition=unit.partition,
+                                           immediate=True)
         self._track(unit, future)
         future.add_done_callback(lambda f: self._delivered(unit, f))
         self._metrics.alerts.labels(alert.type, alert.severity).inc()

@@ -43,8 +43,8 @@ class GatedProducer(Producer):
 
     async def send(self, topic: str, value: bytes, key: bytes | None = None,
                    headers: list[tuple[str, bytes]] | None = None, timestamp_ms: int | None = None,
-                   partition: int | None = None) -> asyncio.Future[Any]:
-        future = await super().send(topic, value, key, headers, timestamp_ms, partition)
+                   partition: int | None = None, *, immediate: bool = False) -> asyncio.Future[Any]:
+        future = await super().send(topic, value, key, headers, timestamp_ms, partition, immediate=immediate)
         if topic == self.alerts_topic and self.on_alert is not None:
             self.on_alert(future)
         if topic != self.state_topic:

@@ -124,6 +124,8 @@ def test_sigterm_drains_and_stops_the_embedded_broker(tmp_path):
     log = (tmp_path / "err.log").read_text()
     assert "SIGTERM received: draining" in log
     assert "stopped the embedded broker" in log
+    # the run's own embedded broker gets broker.partitions (1), not kafka.partitions (6)
+    assert "with 1 partition(s) each" in log
 
 
 def test_kill_9_leaves_no_orphan_broker(tmp_path):

@@ -116,6 +116,26 @@ async def test_records_are_delivered_after_linger_without_a_flush(broker, topic_
         await producer.stop()
 
 
+async def test_an_immediate_record_goes_without_waiting_for_the_linger(broker, topic_prefix):
+    topic, config = await _topic(broker, topic_prefix)
+    # a linger far longer than the test: only ``immediate`` can get a record out before stop() flushes
+    producer = Producer(config.kafka.model_copy(update={"linger_ms": 600_000}), Metrics())
+    await producer.start()
+    try:
+        # other partitions: an immediate record takes its own partition's open batch with it, no other
+        lingering = await producer.send(topic, b"market", key=b"BTC", partition=0)
+        alert = await producer.send(topic, b"alert", key=b"ETH", partition=1, immediate=True)
+        async with asyncio.timeout(10):
+            meta = await alert
+        assert meta.topic == topic and meta.offset >= 0
+        assert not lingering.done()  # still in its open batch, waiting for the linger
+        assert producer.in_flight == 1
+        await producer.flush()
+        assert lingering.result().offset >= 0
+    finally:
+        await producer.stop()
+
+
 async def test_flush_waits_for_records_sent_before_it_and_callbacks_ran(broker, topic_prefix):
     topic, config = await _topic(broker, topic_prefix)
     producer = Producer(config.kafka, Metrics())
