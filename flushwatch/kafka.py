@@ -505,6 +505,17 @@ async def caught_up(consumer: AIOKafkaConsumer) -> bool:
     return True
 
 
+async def consumer_lag(consumer: AIOKafkaConsumer) -> int:
+    """Records behind the log end, summed over the assigned partitions whose high-water mark the consumer
+    has seen (from its fetches: see :func:`caught_up` for why not ``end_offsets``)."""
+    lag = 0
+    for tp in consumer.assignment():
+        highwater = consumer.highwater(tp)
+        if highwater is not None:
+            lag += max(0, highwater - await consumer.position(tp))
+    return lag
+
+
 class DrainGate:
     """When a consumer stage may finish a drain (the end of a replay): the drain was requested, the
     stage consumed at least what the stage before it produced, it is at the log end of every partition,

@@ -174,6 +174,10 @@ class Metrics:
         self.consumed = Counter("flushwatch_consumed", "Records consumed, by topic.", ["topic"], registry=r)
         self.consumer_lag = Gauge("flushwatch_consumer_lag", "Records behind the log end, by group.",
                                   ["group"], registry=r)
+        self.fetch_wait = Gauge("flushwatch_fetch_wait_seconds",
+                                "The consumer's current fetch wait, by group: above the configured value when "
+                                "flushwatch raised it because fetches from a slow broker came back empty.",
+                                ["group"], registry=r)
         # processing
         self.alerts = Counter("flushwatch_alerts", "Alerts emitted, by type and severity.",
                               ["type", "severity"], registry=r)

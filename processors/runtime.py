@@ -69,7 +69,8 @@ from flushwatch.codec import decode_event, encode_alert
 from flushwatch.config import Config
 from flushwatch.errors import CodecError, ConfigError
 from flushwatch.events import Alert
-from flushwatch.kafka import DeadLetters, DrainGate, Producer, client_kwargs, make_consumer
+from flushwatch.fetchwait import FetchWait
+from flushwatch.kafka import DeadLetters, DrainGate, Producer, client_kwargs, consumer_lag, make_consumer
 from flushwatch.logs import RateLimitedLog
 from flushwatch.metrics import Metrics
 from flushwatch.topics import Topics
@@ -164,6 +165,8 @@ class ProcessorService:
         self._producer = producer
         self._bootstrap = bootstrap
         self._group = config.processor.group_id
+        self._lag = metrics.consumer_lag.labels(self._group)  # updated once per tick
+        self._fetch_wait_gauge = metrics.fetch_wait.labels(self._group)
         self._topics = Topics(config.kafka.topic_prefix)
         self._wall_ms = wall_ms
         self._clock = EventClock(wall_ms)
@@ -249,6 +252,9 @@ class ProcessorService:
         commit_s = self._config.processor.commit_interval_s
         last_commit = time.monotonic()
         last_tick_wall = 0
+        fetch_wait = FetchWait(consumer, self._config.processor.fetch_max_wait_ms)
+        self._fetch_wait_gauge.set(fetch_wait.wait_ms / 1000)
+        records_at_tick = self.records
         while not stop.is_set():
             self._raise_if_failed()
             batch = await consumer.getmany(timeout_ms=min(tick_ms, 200), max_records=self._max_batch)
@@ -270,6 +276,10 @@ class ProcessorService:
                 wall = self._wall_ms()
                 if wall - last_tick_wall >= tick_ms:
                     last_tick_wall = wall
+                    self._lag.set(await consumer_lag(consumer))
+                    await fetch_wait.check(self.records - records_at_tick)
+                    records_at_tick = self.records
+                    self._fetch_wait_gauge.set(fetch_wait.wait_ms / 1000)
                     for unit in self._units.values():
                         now = await self._watermark(consumer, unit)
                         self._tick(unit, now)

@@ -41,7 +41,7 @@ from flushwatch.codec import decode_alert
 from flushwatch.config import Config
 from flushwatch.errors import CodecError
 from flushwatch.events import Alert
-from flushwatch.kafka import DrainGate, Producer, make_consumer
+from flushwatch.kafka import DrainGate, Producer, consumer_lag, make_consumer
 from flushwatch.logs import RateLimitedLog
 from flushwatch.metrics import Metrics
 from flushwatch.topics import Topics
@@ -327,6 +327,7 @@ class SinkService:
                 if time.monotonic() - last_commit >= sink_cfg.commit_interval_s:
                     await self._commit(consumer)
                     last_commit = time.monotonic()
+                    self._metrics.consumer_lag.labels(sink_cfg.group_id).set(await consumer_lag(consumer))
                 busy = bool(batch) or bool(self._overflow) or self._tracker.unfinished() > 0
                 if await self._drain.finished(consumer, self.records, busy):
                     break

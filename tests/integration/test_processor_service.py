@@ -95,6 +95,8 @@ async def test_processor_consumes_detects_produces_and_commits(broker, topic_pre
     assert metrics.registry.get_sample_value("flushwatch_detector_late_events_total",
                                              {"detector": "every_third"}) == 1
     assert metrics.registry.get_sample_value("flushwatch_late_events_total", {"type": "liquidation"}) == 1
+    lag = metrics.registry.get_sample_value("flushwatch_consumer_lag", {"group": config.processor.group_id})
+    assert lag is not None and 0 <= lag <= len(events) + 2  # set at the first tick, before or while consuming
 
     # offsets were committed: the group resumes after everything it processed
     assert await committed_total(broker.bootstrap, config, topics.market("liquidation")) == len(events) + 2
