@@ -14,7 +14,7 @@ import logging
 import re
 import signal
 import socket
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Protocol
@@ -148,17 +148,19 @@ async def _run_with_signals(config: Config, options: RunOptions, metrics: Metric
             update={"partitions": config.broker.partitions})})
     ops: OpsServer | None = None
     try:
+        topics_created = asyncio.Event()
+        ready_checks: list[ReadyCheck] = [_waits_for("topics created", topics_created)]
+        if config.metrics.enabled:  # before the topics: /healthz answers while the cluster is slow to answer
+            ops = OpsServer(metrics.registry, config.metrics.host, config.metrics.port,
+                            lambda: _not_ready(ready_checks)).start()
         if config.kafka.create_topics:
             topics = Topics(config.kafka.topic_prefix)
             await create_topics(config.kafka, topics.all, bootstrap, compacted=topics.compacted)
-        ready_parts: dict[str, asyncio.Event] = {}
-        if config.metrics.enabled:
-            ops = OpsServer(metrics.registry, config.metrics.host, config.metrics.port,
-                            lambda: [name for name, ev in ready_parts.items() if not ev.is_set()]).start()
+        topics_created.set()
         if stop.is_set():
             log.info("stopped before the roles started")
             return 0
-        return await _run_roles(config, options, metrics, stop, bootstrap, ready_parts)
+        return await _run_roles(config, options, metrics, stop, bootstrap, ready_checks)
     finally:
         if ops is not None:
             ops.stop()
@@ -166,8 +168,22 @@ async def _run_with_signals(config: Config, options: RunOptions, metrics: Metric
             broker.stop()
 
 
+#: one condition of ``/readyz``: returns what is not ready yet (nothing when it holds). Called on the
+#: operations server's thread, so it only reads.
+ReadyCheck = Callable[[], list[str]]
+
+
+def _waits_for(name: str, event: asyncio.Event) -> ReadyCheck:
+    return lambda: [] if event.is_set() else [name]
+
+
+def _not_ready(checks: list[ReadyCheck]) -> list[str]:
+    """What ``/readyz`` lists; ``list()`` copies the checks in one step (the event loop may add some)."""
+    return [line for check in list(checks) for line in check()]
+
+
 async def _run_roles(config: Config, options: RunOptions, metrics: Metrics, stop: asyncio.Event,
-                     bootstrap: str | None, ready_parts: dict[str, asyncio.Event]) -> int:
+                     bootstrap: str | None, ready_checks: list[ReadyCheck]) -> int:
     replays: list[ReplayServer] = []
     adapters: dict[str, VenueAdapter] = {}
     if "ingest" in options.roles:
@@ -204,14 +220,15 @@ async def _run_roles(config: Config, options: RunOptions, metrics: Metrics, stop
             stages: list[tuple[_Drainable, asyncio.Task[None]]] = []
             if "ingest" in options.roles:
                 ingest = IngestService(config, metrics, adapters, producer, recorder)
+                ready_checks.append(ingest.connectivity.missing)
                 stages.append((ingest, group.create_task(ingest.run(stop), name="ingest")))
             if "process" in options.roles:
                 processor = ProcessorService(config, metrics, lambda: build_detectors(config), producer, bootstrap)
-                ready_parts["processor assigned"] = processor.ready
+                ready_checks.append(_waits_for("processor assigned", processor.ready))
                 stages.append((processor, group.create_task(processor.run(stop), name="process")))
             if "sink" in options.roles:
                 sink = SinkService(config, metrics, build_targets(config), producer, bootstrap)
-                ready_parts["sink assigned"] = sink.ready
+                ready_checks.append(_waits_for("sink assigned", sink.ready))
                 stages.append((sink, group.create_task(sink.run(stop), name="sink")))
             if options.duration_s is not None:
                 group.create_task(_stop_after(stop, options.duration_s), name="duration")

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from flushwatch.config import Config
 from flushwatch.kafka import Producer
@@ -24,13 +24,45 @@ from ingest.driver import ConnectionDriver
 from ingest.pipeline import FramePipeline
 from ingest.poller import RestPoller
 
-__all__ = ["IngestService", "run_sources"]
+__all__ = ["Connectivity", "IngestService", "run_sources"]
 
 log = logging.getLogger("flushwatch.ingest")
 
 
+class Connectivity:
+    """What the ingest role still lacks to be ready (``/readyz``): each venue's start-up metadata, then
+    every websocket connection it planned, open. A connection that drops (or goes stale and is replaced)
+    makes the role not ready until it is back, so a dead feed shows on ``/readyz`` as well as in metrics.
+
+    :meth:`missing` runs on the operations server's thread: it copies what the event loop changes and
+    reads the open connections from the metrics registry (``flushwatch_ws_connections``)."""
+
+    def __init__(self, metrics: Metrics, venues: Iterable[str]) -> None:
+        self._metrics = metrics
+        self._venues = list(venues)
+        self._planned: dict[str, int] = {}
+
+    def planned(self, venue: str, connections: int) -> None:
+        """``venue`` fetched its metadata and will hold ``connections`` websocket connections."""
+        self._planned[venue] = connections
+
+    def missing(self) -> list[str]:
+        """One line per venue that is not fully connected; empty when ingest is ready."""
+        planned = dict(self._planned)
+        out = []
+        for venue in self._venues:
+            want = planned.get(venue)
+            if want is None:
+                out.append(f"ingest {venue}: start-up metadata not fetched yet")
+                continue
+            have = self._metrics.registry.get_sample_value("flushwatch_ws_connections", {"venue": venue}) or 0
+            if have < want:
+                out.append(f"ingest {venue}: {have:.0f} of {want} websocket connection(s) open")
+        return out
+
+
 async def run_sources(adapters: Mapping[str, VenueAdapter], queue: asyncio.Queue[RecordLine],
-                      config: Config, metrics: Metrics) -> None:
+                      config: Config, metrics: Metrics, connectivity: Connectivity | None = None) -> None:
     """Fetch start-up metadata, then hold every connection and poller open until cancelled."""
     backoff = Backoff.from_config(config.ingest.reconnect)
     async with asyncio.TaskGroup() as group:
@@ -38,7 +70,10 @@ async def run_sources(adapters: Mapping[str, VenueAdapter], queue: asyncio.Queue
             budget = _weight_budget(config, venue)
             await _startup(adapter, queue, metrics, budget, backoff)
             poller = RestPoller(adapter, queue, metrics, weight_budget_per_min=budget, backoff=backoff)
-            for plan in adapter.ws_connections():
+            plans = adapter.ws_connections()
+            if connectivity is not None:
+                connectivity.planned(venue, len(plans))
+            for plan in plans:
                 driver = ConnectionDriver(adapter, plan, queue, metrics, backoff=backoff,
                                           stable_after_s=config.ingest.reconnect.stable_after_s)
                 group.create_task(driver.run(), name=f"ws:{venue}:{plan.name}")
@@ -81,6 +116,7 @@ class IngestService:
         self._drain = asyncio.Event()
         self._deadline_s = drain_deadline_s
         self._last_frame = time.monotonic()
+        self.connectivity = Connectivity(metrics, adapters)
 
     @property
     def produced(self) -> int:
@@ -97,7 +133,8 @@ class IngestService:
         try:
             async with asyncio.TaskGroup() as group:
                 sources = group.create_task(run_sources(self._adapters, self._queue, self._config,
-                                                        self._metrics), name="ingest-sources")
+                                                        self._metrics, self.connectivity),
+                                            name="ingest-sources")
                 sources.add_done_callback(lambda _t: sources_done.set())
                 consumer = group.create_task(self._consume(), name="ingest-pipeline")
                 await self._wait_for_end(stop, sources_done)

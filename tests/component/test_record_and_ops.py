@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 import urllib.error
 import urllib.request
@@ -18,7 +19,9 @@ from flushwatch.metrics import Metrics
 from flushwatch.recorder import record
 from flushwatch.recording import RecordLine, read_recording
 from ingest.binance import BinanceUsdmAdapter
+from ingest.registry import create_adapter
 from ingest.replay import ReplayServer
+from ingest.service import Connectivity, run_sources
 
 
 async def test_record_captures_every_frame_exactly(tmp_path):
@@ -69,6 +72,38 @@ def test_ops_server_serves_metrics_health_and_readiness():
             OpsServer(metrics.registry, "127.0.0.1", ops.port)
     finally:
         ops.stop()
+
+
+async def _until(condition, timeout_s: float = 15.0) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not condition():
+            await asyncio.sleep(0.02)
+
+
+async def test_ingest_readiness_follows_its_websocket_connections():
+    lines = [item for item in read_recording(demo_recording_path()) if isinstance(item, RecordLine)][:300]
+    metrics = Metrics()
+    connectivity = Connectivity(metrics, ["binance"])
+    assert connectivity.missing() == ["ingest binance: start-up metadata not fetched yet"]
+    server = ReplayServer(lines, BinanceUsdmAdapter([]), speed=0.01)  # slow: the connection stays open
+    await server.start()
+    config = load_config(environ={
+        "FLUSHWATCH_VENUES__BINANCE__WS_URL": f"{server.ws_url}/market",
+        "FLUSHWATCH_VENUES__BINANCE__REST_URL": server.http_url,
+        "FLUSHWATCH_VENUES__BINANCE__SYMBOLS": "[]",
+    })
+    queue: asyncio.Queue[RecordLine] = asyncio.Queue(maxsize=10_000)
+    sources = asyncio.create_task(run_sources({"binance": create_adapter("binance", config)}, queue, config,
+                                              metrics, connectivity))
+    try:
+        await _until(lambda: connectivity.missing() == [])  # metadata fetched, its one connection open
+        await server.close()  # the venue goes away: the connection drops and reconnects are refused
+        await _until(lambda: connectivity.missing() == ["ingest binance: 0 of 1 websocket connection(s) open"])
+    finally:
+        sources.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sources
+        await server.close()
 
 
 def test_staleness_grows_while_a_feed_is_silent():
