@@ -3,10 +3,10 @@
 The embedded broker (Tansu 0.6, memory storage) lists every batch it holds for a partition on each fetch
 from it, and a fetch that takes longer than the consumer's ``fetch_max_wait_ms`` comes back empty: measured
 here, one partition of 8,000 batches starves a 1 ms wait, 20,000 a 5 ms wait, and a broker holding 10 M
-records (3.5 GB) a 40 ms wait, while the log end keeps saying there is more to read. A consumer in that state consumes
-nothing, forever, without an error. Nothing it can ask the broker tells the two cases apart except this: no
-records for a while although the partition's end is beyond the position. :class:`FetchWait` watches for
-exactly that and doubles the wait (up to a cap) until records flow again, with a warning that names the
+records (3.5 GB) a 40 ms wait (and lets a trickle through a 60-80 ms one), while the log end keeps saying
+there is more to read. A consumer in that state consumes nothing, or next to nothing, without an error.
+:class:`FetchWait` watches for that (polls that find nothing while a backlog waits that the records
+arriving would take many minutes to read) and doubles the wait, up to a cap, with a warning that names the
 setting, so a short wait can be the default for latency without ever becoming a silent stall.
 """
 
@@ -24,30 +24,36 @@ log = logging.getLogger("flushwatch.kafka")
 class FetchWait:
     """Raises ``consumer``'s fetch wait when it is starved (see the module docstring).
 
-    Call :meth:`check` now and then (the processor does once per tick) with the records consumed since the
-    previous call. ``patience`` calls in a row without records while some assigned partition's end is beyond
-    the position double the wait, up to ``cap_ms``; a call with records resets the count. The wait never
-    comes down again: what makes the embedded broker slow (the records it holds) only grows.
+    Call :meth:`check` now and then (the processor does once per tick) with the records consumed and the
+    polls that came back empty since the previous call. Starved means: some polls came back empty while
+    records wait beyond the position, and at the rate records arrived reading them would take more than
+    ``backlog_ticks`` calls (none arrived at all, or a slow trickle through the fetches that still beat the
+    broker). ``patience`` such calls in a row double the wait, up to ``cap_ms``; any other call resets the
+    count. A consumer that keeps up, or one busy with a backlog (its polls find records buffered), never
+    sees its wait change. The wait never comes down again: what makes the embedded broker slow (the records
+    it holds) only grows.
     """
 
-    def __init__(self, consumer: AIOKafkaConsumer, initial_ms: int, *, cap_ms: int = 5_000, patience: int = 2,
-                 setting: str = "processor.fetch_max_wait_ms") -> None:
+    def __init__(self, consumer: AIOKafkaConsumer, initial_ms: int, *, cap_ms: int = 2_000, patience: int = 2,
+                 backlog_ticks: int = 600, setting: str = "processor.fetch_max_wait_ms") -> None:
         self._consumer = consumer
         self.wait_ms = initial_ms
         self._cap_ms = max(cap_ms, initial_ms)
         self._patience = patience
+        self._backlog_ticks = backlog_ticks
         self._setting = setting
         self._starved = 0
         #: how many times the wait was raised
         self.raised = 0
 
-    async def check(self, consumed: int) -> None:
-        """One observation: ``consumed`` records arrived since the previous call."""
-        if consumed or self.wait_ms >= self._cap_ms:
+    async def check(self, consumed: int, empty_polls: int) -> None:
+        """One observation: ``consumed`` records arrived and ``empty_polls`` polls found nothing since the
+        previous call."""
+        if not empty_polls or self.wait_ms >= self._cap_ms:
             self._starved = 0
             return
-        behind = await self._records_waiting()
-        if not behind:
+        waiting = await self._records_waiting()
+        if not waiting or waiting <= consumed * self._backlog_ticks:
             self._starved = 0
             return
         self._starved += 1
@@ -57,15 +63,16 @@ class FetchWait:
         raised = min(self.wait_ms * 2, self._cap_ms)
         fetcher = getattr(self._consumer, "_fetcher", None)
         if fetcher is None or not hasattr(fetcher, "_fetch_max_wait_ms"):
-            log.error("fetches return nothing while %d record(s) wait, and this aiokafka version does not let "
-                      "flushwatch raise the fetch wait: set %s above %d ms", behind, self._setting, self.wait_ms)
+            log.error("fetches bring (almost) nothing while %d record(s) wait, and this aiokafka version does not "
+                      "let flushwatch raise the fetch wait: set %s above %d ms", waiting, self._setting,
+                      self.wait_ms)
             self._cap_ms = self.wait_ms  # said once: stop checking
             return
         fetcher._fetch_max_wait_ms = raised  # read by aiokafka for every fetch request it builds
-        log.warning("fetches returned nothing for %d checks while %d record(s) wait: the broker takes longer "
-                    "than %d ms to answer a fetch (the embedded broker slows down as it fills up); fetch wait "
-                    "raised to %d ms (set %s to start there)", self._patience, behind, self.wait_ms, raised,
-                    self._setting)
+        log.warning("fetches brought %d record(s) in %d checks while %d wait: the broker takes about as long "
+                    "as %d ms or longer to answer a fetch, and answers nothing when it takes longer (the "
+                    "embedded broker slows down as it fills up); fetch wait raised to %d ms (set %s to start "
+                    "there)", consumed, self._patience, waiting, self.wait_ms, raised, self._setting)
         self.wait_ms = raised
         self.raised += 1
 

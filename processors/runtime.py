@@ -255,10 +255,13 @@ class ProcessorService:
         fetch_wait = FetchWait(consumer, self._config.processor.fetch_max_wait_ms)
         self._fetch_wait_gauge.set(fetch_wait.wait_ms / 1000)
         records_at_tick = self.records
+        empty_polls = 0
         while not stop.is_set():
             self._raise_if_failed()
             batch = await consumer.getmany(timeout_ms=min(tick_ms, 200), max_records=self._max_batch)
             self._raise_if_failed()
+            if not batch:
+                empty_polls += 1
             async with self._lock:
                 if consumer.assignment():
                     self.ready.set()
@@ -277,8 +280,8 @@ class ProcessorService:
                 if wall - last_tick_wall >= tick_ms:
                     last_tick_wall = wall
                     self._lag.set(await consumer_lag(consumer))
-                    await fetch_wait.check(self.records - records_at_tick)
-                    records_at_tick = self.records
+                    await fetch_wait.check(self.records - records_at_tick, empty_polls)
+                    records_at_tick, empty_polls = self.records, 0
                     self._fetch_wait_gauge.set(fetch_wait.wait_ms / 1000)
                     for unit in self._units.values():
                         now = await self._watermark(consumer, unit)

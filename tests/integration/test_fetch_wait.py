@@ -67,7 +67,7 @@ async def _consumer(bootstrap: str, wait_ms: int) -> AIOKafkaConsumer:
 async def _consume_checking(consumer: AIOKafkaConsumer, fetch_wait: FetchWait, until: int,
                             timeout_s: float) -> int:
     """Poll as the processor does, with a check every 0.2 s; returns the records consumed."""
-    consumed = since_check = 0
+    consumed = since_check = empty = 0
     last_check = time.monotonic()
     async with asyncio.timeout(timeout_s):
         while consumed < until:
@@ -75,9 +75,10 @@ async def _consume_checking(consumer: AIOKafkaConsumer, fetch_wait: FetchWait, u
             got = sum(len(records) for records in batch.values())
             consumed += got
             since_check += got
+            empty += not batch
             if time.monotonic() - last_check >= 0.2:
-                await fetch_wait.check(since_check)
-                since_check, last_check = 0, time.monotonic()
+                await fetch_wait.check(since_check, empty)
+                since_check, empty, last_check = 0, 0, time.monotonic()
     return consumed
 
 
@@ -87,6 +88,12 @@ async def test_a_starved_consumer_gets_a_longer_wait_and_records_flow_again(slow
         # the premise: with a 1 ms wait this broker answers every fetch with nothing
         assert await _starved_for(consumer, seconds=1.0)
         fetch_wait = FetchWait(consumer, 1, patience=2)
+        # a trickle counts as starved: 1 record per check would take far longer than 600 checks to read
+        # the 20,000 waiting
+        await fetch_wait.check(1, 2)
+        assert fetch_wait.raised == 0  # patience: one such check is not enough
+        await fetch_wait.check(1, 2)
+        assert fetch_wait.raised == 1 and fetch_wait.wait_ms == 2
         # records flow again (each fetch still lists the whole partition: reading all of it takes a while)
         assert await _consume_checking(consumer, fetch_wait, until=READ, timeout_s=60) >= READ
         assert fetch_wait.raised >= 1 and fetch_wait.wait_ms >= 2
@@ -96,16 +103,18 @@ async def test_a_starved_consumer_gets_a_longer_wait_and_records_flow_again(slow
 
 
 async def test_a_consumer_that_gets_records_or_is_at_the_end_keeps_its_wait(slow_broker):
-    consumer = await _consumer(slow_broker.bootstrap, wait_ms=200)
+    consumer = await _consumer(slow_broker.bootstrap, wait_ms=50)  # above what this broker needs
     try:
-        fetch_wait = FetchWait(consumer, 200, patience=1)
+        fetch_wait = FetchWait(consumer, 50, patience=1)
         assert await _consume_checking(consumer, fetch_wait, until=READ, timeout_s=60) >= READ
+        # a backlog that the records arriving read in time: polls that found nothing do not count
+        await fetch_wait.check(1_000, 5)
         consumer.seek(TopicPartition(TOPIC, 0), BATCHES)
-        for _ in range(3):  # at the log end: nothing arrives, and nothing waits either
+        for _ in range(3):  # at the log end: polls find nothing, and nothing waits either
             assert not await consumer.getmany(timeout_ms=300)
-            await fetch_wait.check(0)
-        assert fetch_wait.raised == 0 and fetch_wait.wait_ms == 200
-        assert consumer._fetcher._fetch_max_wait_ms == 200
+            await fetch_wait.check(0, 1)
+        assert fetch_wait.raised == 0 and fetch_wait.wait_ms == 50
+        assert consumer._fetcher._fetch_max_wait_ms == 50
     finally:
         await consumer.stop()
 
