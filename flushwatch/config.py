@@ -424,7 +424,7 @@ class ProcessorConfig(_Section):
                     "kafka.fetch_max_wait_ms, used by the sink). The embedded broker answers every fetch "
                     "after this wait, data or not, so it sits on the alert path: 20 ms rather than the "
                     "sink's 100. When fetches come back empty while records wait (a broker slower than the "
-                    "wait), the processor doubles it, up to 2 s, and logs it (README, Configuration).",
+                    "wait), the processor doubles it, up to 1 s, and logs it (README, Configuration).",
     )
 
 

@@ -25,7 +25,10 @@ class FetchWait:
     """Raises ``consumer``'s fetch wait when it is starved (see the module docstring).
 
     Call :meth:`check` now and then (the processor does once per tick) with the records consumed and the
-    polls that came back empty since the previous call. Starved means: some polls came back empty while
+    polls that came back empty since the previous call; a poll must wait at least two fetch waits
+    (:attr:`wait_ms`) before it gives up, or an empty poll proves nothing (a broker that answers each fetch
+    after the whole wait, as the embedded one does, would look starved to a shorter poll and the wait would
+    climb to the cap). Starved means: some polls came back empty while
     records wait beyond the position, and at the rate records arrived reading them would take more than
     ``backlog_ticks`` calls (none arrived at all, or a slow trickle through the fetches that still beat the
     broker). ``patience`` such calls in a row double the wait, up to ``cap_ms``; any other call resets the
@@ -34,7 +37,7 @@ class FetchWait:
     it holds) only grows.
     """
 
-    def __init__(self, consumer: AIOKafkaConsumer, initial_ms: int, *, cap_ms: int = 2_000, patience: int = 2,
+    def __init__(self, consumer: AIOKafkaConsumer, initial_ms: int, *, cap_ms: int = 1_000, patience: int = 2,
                  backlog_ticks: int = 600, setting: str = "processor.fetch_max_wait_ms") -> None:
         self._consumer = consumer
         self.wait_ms = initial_ms

@@ -258,7 +258,10 @@ class ProcessorService:
         empty_polls = 0
         while not stop.is_set():
             self._raise_if_failed()
-            batch = await consumer.getmany(timeout_ms=min(tick_ms, 200), max_records=self._max_batch)
+            # at least two fetch waits: a poll that comes back empty then saw at least one whole fetch
+            # answered with nothing, which is what FetchWait looks for
+            poll_ms = max(min(tick_ms, 200), 2 * fetch_wait.wait_ms)
+            batch = await consumer.getmany(timeout_ms=poll_ms, max_records=self._max_batch)
             self._raise_if_failed()
             if not batch:
                 empty_polls += 1

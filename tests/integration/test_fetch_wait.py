@@ -22,7 +22,7 @@ TOPIC = "slow"
 #: 5 ms wait come back empty here, so a 1 ms wait has a wide margin
 BATCHES = 20_000
 #: records a test reads to see them flowing
-READ = 2_000
+READ = 200
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,7 @@ async def _consume_checking(consumer: AIOKafkaConsumer, fetch_wait: FetchWait, u
     last_check = time.monotonic()
     async with asyncio.timeout(timeout_s):
         while consumed < until:
-            batch = await consumer.getmany(timeout_ms=100)
+            batch = await consumer.getmany(timeout_ms=max(100, 2 * fetch_wait.wait_ms))  # as the processor
             got = sum(len(records) for records in batch.values())
             consumed += got
             since_check += got
