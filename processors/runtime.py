@@ -252,7 +252,8 @@ class ProcessorService:
         commit_s = self._config.processor.commit_interval_s
         last_commit = time.monotonic()
         last_tick_wall = 0
-        fetch_wait = FetchWait(consumer, self._config.processor.fetch_max_wait_ms)
+        fetch_wait = FetchWait(consumer, self._config.processor.fetch_max_wait_ms,
+                               self._config.processor.catchup_fetch_max_wait_ms)
         self._fetch_wait_gauge.set(fetch_wait.wait_ms / 1000)
         records_at_tick = self.records
         empty_polls = 0

@@ -125,3 +125,17 @@ async def _starved_for(consumer: AIOKafkaConsumer, seconds: float) -> bool:
         if await consumer.getmany(timeout_ms=100):
             return False
     return True
+
+
+async def test_the_wait_is_the_catch_up_one_while_behind_and_the_live_one_at_the_end(slow_broker):
+    consumer = await _consumer(slow_broker.bootstrap, wait_ms=10)
+    try:
+        fetch_wait = FetchWait(consumer, 10, 200)
+        await fetch_wait.check(100, 0)  # 20,000 records wait, far more than the 100 of the last tick
+        assert fetch_wait.wait_ms == 200 and consumer._fetcher._fetch_max_wait_ms == 200
+        consumer.seek(TopicPartition(TOPIC, 0), BATCHES - 500)
+        await fetch_wait.check(100, 0)  # 500 wait: fewer than 1,000, keeping up
+        assert fetch_wait.wait_ms == 10 and consumer._fetcher._fetch_max_wait_ms == 10
+        assert fetch_wait.raised == 0
+    finally:
+        await consumer.stop()
