@@ -86,7 +86,7 @@ class BrokerConfig(_Section):
         "itself (in place of kafka.partitions, which every other cluster gets). That run has one processor, "
         "so more partitions parallelize nothing, while the embedded broker's memory storage reads the list of "
         "every batch stored in a partition on each fetch from it: at 5,000 events/s one partition per topic "
-        "took alert p99 from ~66 to ~47 ms (bench/RESULTS.md, latency).")
+        "took alert p99 from ~62 to ~46 ms (bench/RESULTS.md, latency).")
 
 
 class ReconnectConfig(_Section):
