@@ -78,16 +78,16 @@ def load_yaml_all(path: Path) -> list[Any]:
 
 
 def promtool() -> str:
-    """The promtool binary; skipped without it, except where FLUSHWATCH_REQUIRE_PROMTOOL is set (.ci/run sets
+    """The promtool binary; skipped without it, except where FW_TEST_REQUIRE_PROMTOOL is set (.ci/run sets
     it), where a missing promtool is a failure."""
     path = shutil.which("promtool")
     if path is not None:
         return path
-    if os.environ.get("FLUSHWATCH_REQUIRE_PROMTOOL"):
-        pytest.fail("promtool is not on PATH but FLUSHWATCH_REQUIRE_PROMTOOL is set: install it "
+    if os.environ.get("FW_TEST_REQUIRE_PROMTOOL"):
+        pytest.fail("promtool is not on PATH but FW_TEST_REQUIRE_PROMTOOL is set: install it "
                     "(Debian: apt-get install -y prometheus) so the alert rules are checked")
     pytest.skip("promtool is not on PATH (Debian: apt-get install prometheus); "
-                "with FLUSHWATCH_REQUIRE_PROMTOOL set this test fails instead")
+                "with FW_TEST_REQUIRE_PROMTOOL set this test fails instead")
 
 
 def run(argv: list[str], cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
