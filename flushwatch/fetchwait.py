@@ -20,6 +20,8 @@ import logging
 
 from aiokafka import AIOKafkaConsumer
 
+from flushwatch.kafka import consumer_lag
+
 __all__ = ["FetchWait"]
 
 log = logging.getLogger("flushwatch.kafka")
@@ -61,15 +63,23 @@ class FetchWait:
         self.wait_ms = live_ms
         #: how many times the floor was raised
         self.raised = 0
+        #: records behind the log end at the last check
+        self.waiting = 0
 
     async def check(self, consumed: int, empty_polls: int) -> None:
         """One observation: ``consumed`` records arrived and ``empty_polls`` polls found nothing since the
         previous call."""
-        waiting = await self._records_waiting()
+        self.waiting = waiting = await consumer_lag(self._consumer, ask_broker=True)
         starved = bool(empty_polls) and waiting > consumed * self._backlog_ticks
         self._starved = self._starved + 1 if starved else 0
         if self._starved >= self._patience and self.wait_ms < self._cap_ms:
             self._starved = 0
+            if not self._settable:
+                log.error("fetches bring (almost) nothing while %d record(s) wait, and this aiokafka version does "
+                          "not let flushwatch change the fetch wait: set %s above %d ms", waiting,
+                          self._setting, self.wait_ms)
+                self._cap_ms = self.wait_ms  # said once
+                return
             self._floor_ms = min(max(self.wait_ms, 1) * 2, self._cap_ms)
             log.warning("fetches brought %d record(s) in %d checks while %d wait: the broker takes about %d ms "
                         "or longer to answer a fetch and answers nothing when it takes longer (the embedded "
@@ -81,30 +91,8 @@ class FetchWait:
         self._apply(max(self._floor_ms, self._catchup_ms if behind else self._live_ms))
 
     def _apply(self, wait_ms: int) -> None:
-        if wait_ms == self.wait_ms:
-            return
-        if not self._settable:
-            if self.raised == 1:
-                log.error("this aiokafka version does not let flushwatch change the fetch wait: set %s above "
-                          "%d ms", self._setting, self.wait_ms)
+        if wait_ms == self.wait_ms or not self._settable:
             return
         self._consumer._fetcher._fetch_max_wait_ms = wait_ms  # read by aiokafka for every fetch it builds
         log.debug("fetch wait %d -> %d ms", self.wait_ms, wait_ms)
         self.wait_ms = wait_ms
-
-    async def _records_waiting(self) -> int:
-        """Records between the position and the log end, summed over the assigned partitions (0: none).
-
-        The log end is the larger of the high-water mark the last fetch reported (unknown when no fetch has
-        answered yet) and ``end_offsets`` (which the embedded broker answers with the last batch's base
-        offset + 1: short of the end, but past the position whenever a whole batch is unread)."""
-        consumer = self._consumer
-        assignment = consumer.assignment()
-        if not assignment:
-            return 0
-        ends = await consumer.end_offsets(list(assignment))
-        waiting = 0
-        for tp in assignment:
-            end = max(ends.get(tp) or 0, consumer.highwater(tp) or 0)
-            waiting += max(0, end - await consumer.position(tp))
-        return waiting

@@ -505,14 +505,23 @@ async def caught_up(consumer: AIOKafkaConsumer) -> bool:
     return True
 
 
-async def consumer_lag(consumer: AIOKafkaConsumer) -> int:
-    """Records behind the log end, summed over the assigned partitions whose high-water mark the consumer
-    has seen (from its fetches: see :func:`caught_up` for why not ``end_offsets``)."""
+async def consumer_lag(consumer: AIOKafkaConsumer, *, ask_broker: bool = False) -> int:
+    """Records between the position and the log end, summed over the assigned partitions.
+
+    The log end is the high-water mark the consumer's last fetch reported (see :func:`caught_up` for why
+    not ``end_offsets``); a partition no fetch has answered for yet counts 0. ``ask_broker`` also asks the
+    broker for ``end_offsets`` and takes the larger: the embedded broker answers them with the last batch's
+    base offset + 1, short of the end but past the position whenever a whole batch is unread, which is
+    what tells a consumer whose fetches all come back empty that it is behind (flushwatch.fetchwait)."""
+    assignment = list(consumer.assignment())
+    if not assignment:
+        return 0
+    ends = await consumer.end_offsets(assignment) if ask_broker else {}
     lag = 0
-    for tp in consumer.assignment():
-        highwater = consumer.highwater(tp)
-        if highwater is not None:
-            lag += max(0, highwater - await consumer.position(tp))
+    for tp in assignment:
+        end = max(ends.get(tp) or 0, consumer.highwater(tp) or 0)
+        if end:
+            lag += max(0, end - await consumer.position(tp))
     return lag
 
 

@@ -70,7 +70,7 @@ from flushwatch.config import Config
 from flushwatch.errors import CodecError, ConfigError
 from flushwatch.events import Alert
 from flushwatch.fetchwait import FetchWait
-from flushwatch.kafka import DeadLetters, DrainGate, Producer, client_kwargs, consumer_lag, make_consumer
+from flushwatch.kafka import DeadLetters, DrainGate, Producer, client_kwargs, make_consumer
 from flushwatch.logs import RateLimitedLog
 from flushwatch.metrics import Metrics
 from flushwatch.topics import Topics
@@ -283,8 +283,8 @@ class ProcessorService:
                 wall = self._wall_ms()
                 if wall - last_tick_wall >= tick_ms:
                     last_tick_wall = wall
-                    self._lag.set(await consumer_lag(consumer))
                     await fetch_wait.check(self.records - records_at_tick, empty_polls)
+                    self._lag.set(fetch_wait.waiting)
                     records_at_tick, empty_polls = self.records, 0
                     self._fetch_wait_gauge.set(fetch_wait.wait_ms / 1000)
                     for unit in self._units.values():
