@@ -41,7 +41,7 @@ from bench.common import (
     settle_heap,
     synthetic_recording,
 )
-from ingest.binance import BinanceUsdmAdapter
+from ingest.binance import SPEEDUPS, BinanceUsdmAdapter
 
 TARGET_FPS = 150_000
 TARGET_RATIO = 3.0
@@ -118,7 +118,9 @@ def main(argv: list[str] | None = None) -> int:
 
     report = Report("decode (ingest parse, pure CPU)", command=command_line())
     report.config = {"recording": str(recording), "repeat (best of)": repeat,
-                     "measured": "BinanceUsdmAdapter.parse / parse_rest, fresh adapter per pass, frames in memory"}
+                     "measured": "BinanceUsdmAdapter.parse / parse_rest, fresh adapter per pass, frames in memory",
+                     "C aggTrade fast path": "built (ingest._binance_speedups)" if SPEEDUPS
+                     else "NOT built: pure-Python paths"}
     report.print_header()
     lines = load_lines(recording)
     kinds = Counter(kind_of(line) for line in lines)
